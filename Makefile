@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Each creates .venv when missing and
+# (re)installs only when setup.py changed since the last install (the stamp file names its hash).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum setup.py | cut -c1-12)
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+STUDIES ?= sample_data
+CONF   ?=
+PYTEST_ARGS ?=
+
+.PHONY: install serve test bench sample-data model clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): setup.py | $(BIN)/python
+	$(BIN)/pip install -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+# Binds to loopback unless HOST is set: the server reads and writes patient images.
+serve: install
+	@echo "covid-mtl: MONAI Label server on http://$(HOST):$(PORT) serving $(STUDIES)/ (Ctrl-C stops it)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)/lib:$$PYTHONPATH" \
+	  $(BIN)/monailabel start_server --app apps/covid_mtl --studies $(STUDIES) --host $(HOST) --port $(PORT) $(CONF)
+
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench
+
+sample-data: install
+	$(BIN)/covid-mtl sample-data --out sample_data
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,67 @@
+"""Writing a mask on the grid of the image it was predicted from."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CovidMTLError
+from ..image import Image
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # A reader (the MONAI Label datastore, Slicer) must never see a half-written mask.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def mask_affine(like: Image) -> np.ndarray:
+    if like.affine is not None:
+        return like.affine
+    dz, dy, dx = like.spacing or (1.0, 1.0, 1.0)
+    return np.diag([dx, dy, dz, 1.0])
+
+
+def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
+    """Write a (z, y, x) mask as uint8 on ``like``'s grid: NIfTI (``.nii``/``.nii.gz``) or PNG for 2D slices."""
+    import nibabel as nib
+
+    out = Path(path)
+    if tuple(mask.shape) != tuple(like.array.shape):
+        raise CovidMTLError(f"{out}: mask shape {mask.shape} differs from the image's {like.array.shape}")
+    data = np.asarray(mask, dtype=np.uint8)
+    name = out.name.lower()
+    if name.endswith(".png"):
+        import io
+
+        from PIL import Image as PILImage
+
+        if data.shape[0] != 1:
+            raise CovidMTLError(f"{out}: a PNG holds one slice, the mask has {data.shape[0]}")
+        buffer = io.BytesIO()
+        PILImage.fromarray(data[0]).save(buffer, format="PNG")
+        _atomic_write(out, buffer.getvalue())
+        return out
+    if not (name.endswith(".nii.gz") or name.endswith(".nii")):
+        raise CovidMTLError(f"{out}: masks are written as .nii.gz, .nii or .png")
+    img = nib.Nifti1Image(data.transpose(2, 1, 0), mask_affine(like))
+    img.set_qform(mask_affine(like), code=1)
+    img.set_sform(mask_affine(like), code=1)
+    payload = img.to_bytes()
+    if name.endswith(".gz"):
+        import gzip
+
+        payload = gzip.compress(payload, mtime=0)
+    _atomic_write(out, payload)
+    return out

@@ -1,0 +1,29 @@
+"""Shared fixtures: where the project, its sample data and the shared real CT scans are."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CT = ROOT.parent / "shared" / "data" / "real_ct"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    return ROOT / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def real_ct() -> Path:
+    if not REAL_CT.is_dir():
+        pytest.skip(f"real CT folder {REAL_CT} absent (it ships beside the project in shared/, not with it)")
+    return REAL_CT
