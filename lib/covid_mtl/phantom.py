@@ -60,11 +60,8 @@ def ras_affine(shape: tuple[int, ...], spacing: tuple[float, float, float]) -> n
     return affine
 
 
-def _check_args(kind: str, seed: int, shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    if kind not in CLASSES:
-        raise CovidMTLError(f"phantom kind {kind!r} is not one of {', '.join(CLASSES)}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise CovidMTLError(f"phantom seed must be a non-negative integer, got {seed!r}")
+def check_grid(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """``shape`` and ``spacing`` as int/float triples, or CovidMTLError naming what is wrong."""
     try:
         shape = tuple(int(n) for n in shape)
         spacing = tuple(float(s) for s in spacing)
@@ -75,6 +72,12 @@ def _check_args(kind: str, seed: int, shape, spacing) -> tuple[tuple[int, int, i
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise CovidMTLError(f"phantom spacing {spacing} must be three positive mm values")
     return shape, spacing  # type: ignore[return-value]
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CovidMTLError(f"phantom seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 class _Grid:
@@ -127,10 +130,10 @@ class _Lungs:
 
     def __init__(self, rng: np.random.Generator, grid: _Grid):
         scale = rng.uniform(0.85, 1.05)
-        self.offset = rng.uniform(0.44, 0.52)  # lateral distance of each lung centre, body frame
+        self.offset = rng.uniform(0.42, 0.48)  # lateral distance of each lung centre, body frame
         self.v0 = rng.uniform(0.0, 0.1)
-        self.ru = 0.36 * scale * np.array([1.05, 1.0])  # right lung slightly wider (index 0 = right)
-        self.rv = 0.70 * scale
+        self.ru = 0.40 * scale * np.array([1.05, 1.0])  # right lung slightly wider (index 0 = right)
+        self.rv = 0.78 * scale
         self.t0, self.t1 = rng.uniform(0.02, 0.1), rng.uniform(0.86, 0.97)
         self.dome_top = (rng.uniform(0.33, 0.42), rng.uniform(0.26, 0.34))  # liver lifts the right dome
         self.grid = grid
@@ -153,13 +156,13 @@ class _Lungs:
         ru, rv = self.ru[side] * s, self.rv * s
         inside = ((g.u - uc) / ru) ** 2 + ((g.v - vc) / rv) ** 2 < 1.0
         # the diaphragm dome rises into the lung base from anterior, leaving posterior crescents
-        grow = np.sqrt(np.clip(1.0 - tau / self.dome_top[side], 0.0, 1.0)) * 1.15
-        dome = ((g.u - uc) / (ru * grow + 1e-6)) ** 2 + ((g.v - vc + 0.35 * rv) / (rv * grow + 1e-6)) ** 2 < 1.0
+        grow = np.sqrt(np.clip(1.0 - tau / self.dome_top[side], 0.0, 1.0)) * 1.3
+        dome = ((g.u - uc) / (ru * grow + 1e-6)) ** 2 + ((g.v - vc + 0.8 * rv) / (rv * grow + 1e-6)) ** 2 < 1.0
         # heart in the lower half, shifted to the patient's left, carves the cardiac notch
         heart_r = 0.3 * np.sin(np.pi * np.clip(tau / 0.62, 0.0, 1.0))
         heart = ((g.u - 0.1) / (heart_r + 1e-6)) ** 2 + ((g.v + 0.22) / (heart_r + 1e-6)) ** 2 < 1.0
         r_body = np.sqrt(g.u ** 2 + g.v ** 2)
-        return inside & ~dome & ~heart & (r_body < 0.82) & (np.abs(g.u) > 0.12) & (tau > 0) & (tau < 1)
+        return inside & ~dome & ~heart & (r_body < 0.83) & (np.abs(g.u) > 0.1) & (tau > 0) & (tau < 1)
 
     def point(self, side: int, tau: float, rho: float, phi: float):
         """Isotropic-unit position at fraction ``rho`` of the lung radius in direction ``phi``.
@@ -231,18 +234,18 @@ def _paint_covid(rng, grid, lungs, lung, hu, lesion, texture, irregular) -> None
     """Several peripheral, posterior-leaning ground-glass patches per lung, some with consolidation."""
     for side in (0, 1):
         placed = 0
-        for attempt in range(40):
+        for _ in range(40):
             if placed >= 2 and (placed >= 5 or rng.random() < 0.3):
                 break
             tau = rng.uniform(0.12, 0.85)
             centre = lungs.point(side, tau, rng.uniform(0.72, 0.95), rng.uniform(-0.4, 1.5))
             if not lung[grid.voxel(*centre)]:
                 continue
-            radii = (rng.uniform(0.08, 0.16), rng.uniform(0.08, 0.16), rng.uniform(0.06, 0.14))
+            radii = (rng.uniform(0.1, 0.2), rng.uniform(0.1, 0.2), rng.uniform(0.06, 0.14))
             d = grid.ellipsoid(centre, radii) + 0.18 * irregular
             weight = np.clip((1.0 - d) / 0.3, 0.0, 1.0)
             patch = (weight > 0.2) & lung
-            target = rng.uniform(-650.0, -400.0)
+            target = rng.uniform(-600.0, -350.0)
             ggo = LUNG_HU + (target - LUNG_HU) * weight + 30.0 * texture
             hu[patch] = np.maximum(hu, ggo)[patch]  # vessels stay visible through ground glass
             if rng.random() < 0.35:
@@ -302,7 +305,10 @@ def make_phantom(
     The same seed gives the same anatomy and noise for every kind, so ``covid`` and ``normal`` phantoms of
     one seed differ only inside the lesion mask.
     """
-    shape, spacing = _check_args(kind, seed, shape, spacing)
+    if kind not in CLASSES:
+        raise CovidMTLError(f"phantom kind {kind!r} is not one of {', '.join(CLASSES)}")
+    seed = check_seed(seed)
+    shape, spacing = check_grid(shape, spacing)
     anatomy_ss, lesion_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
     anatomy, lesion_rng, noise = (np.random.default_rng(s) for s in (anatomy_ss, lesion_ss, noise_ss))
 
@@ -338,7 +344,8 @@ def make_phantom(
     elif kind == "other":
         pattern = _paint_other(lesion_rng, grid, lungs, lung, hu, lesion, texture, irregular, vessels)
     hu[airway] = AIR_HU
-    hu += 12.0 * white
+    # noise only inside the body: flat air outside halves the size of the committed gzipped volumes
+    hu[body] += 12.0 * white[body]
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     return Phantom(hu=hu, lesion=lesion.astype(np.uint8), lung=lung.astype(np.uint8),
                    spacing=spacing, kind=kind, pattern=pattern, seed=int(seed))

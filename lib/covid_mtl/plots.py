@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 TRUTH_COLOUR = "lime"
 PRED_COLOUR = "red"
@@ -33,7 +34,7 @@ def plot_roc(fpr: Sequence[float], tpr: Sequence[float], path: str | Path, auc: 
     fig = Figure(figsize=(5, 5), dpi=100)
     ax = fig.add_subplot()
     label = f"ROC (AUC = {auc:.3f})" if auc is not None else "ROC"
-    ax.plot(fpr, tpr, color="tab:blue", lw=2, label=label, drawstyle="steps-post")
+    ax.plot(fpr, tpr, color="tab:blue", lw=2, label=label)
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance")
     if youden is not None:
         x, y, thr = youden
@@ -52,7 +53,7 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], p
     fig = Figure(figsize=(4.5, 4), dpi=100)
     ax = fig.add_subplot()
     im = ax.imshow(cm, cmap="Blues", vmin=0)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, ticks=MaxNLocator(integer=True))
     ticks = range(len(classes))
     ax.set(xticks=list(ticks), yticks=list(ticks), xticklabels=list(classes), yticklabels=list(classes),
            xlabel="predicted", ylabel="true", title=title)

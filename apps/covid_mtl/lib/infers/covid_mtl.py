@@ -1,0 +1,107 @@
+"""Infer task ``covid_mtl``: one call returns the lesion mask on the input grid and the classification JSON.
+
+A thin adapter over :class:`covid_mtl.predictor.Predictor` (the one predicting path): read the image with
+``covid_mtl.io.read_image``, predict, quantify, write the mask. The model file is re-checked on every call so a
+model published by training is served from the next request on, without a restart.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from fastapi import HTTPException
+
+from covid_mtl.errors import CovidMTLError
+from covid_mtl.image import CLASSES, Image
+from covid_mtl.io import read_image, write_mask
+from covid_mtl.predictor import Predictor
+from covid_mtl.summary import model_version, summarize
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+logger = logging.getLogger(__name__)
+
+
+def warm_up(predictor: Predictor) -> None:
+    """One tiny prediction so the first radiologist's click does not pay for lazy initialisation."""
+    size = predictor.config.image_size
+    lung_like = np.full((1, size, size), -850.0, dtype=np.float32)
+    predictor.predict(Image(lung_like, (1.0, 1.0, 1.0), None, True, "warm-up"))
+
+
+class CovidMTLInfer(InferTask):
+    def __init__(self, model_paths: Sequence[str], device: str = "auto", preload: bool = True):
+        super().__init__(
+            type=InferType.SEGMENTATION,
+            labels={"covid_lesion": 1},
+            dimension=3,
+            description="COVID-19 / normal / other classification and COVID lesion mask in one call",
+            config={"device": device},
+        )
+        self.model_paths = list(model_paths)
+        self.device = device
+        self._lock = threading.Lock()
+        self._predictor: Optional[Predictor] = None
+        self._loaded: Optional[Tuple[str, float]] = None  # (path, mtime) of the model in memory
+        if preload and self.current_model_path():
+            try:
+                self.predictor()
+            except Exception:  # a broken model file must not stop the server from starting
+                logger.exception("covid_mtl: preloading the model failed")
+
+    def info(self) -> Dict[str, Any]:
+        info = super().info()
+        info["classes"] = list(CLASSES)
+        info["model"] = self._loaded[0] if self._loaded else self.current_model_path()
+        return info
+
+    def is_valid(self) -> bool:
+        return self.current_model_path() is not None
+
+    def get_path(self, validate: bool = True) -> Optional[str]:
+        return self.current_model_path()
+
+    def current_model_path(self) -> Optional[str]:
+        return next((p for p in self.model_paths if p and os.path.isfile(p)), None)
+
+    def predictor(self) -> Predictor:
+        """The model in memory, reloaded when a newer file has been published (atomic rename => new mtime)."""
+        path = self.current_model_path()
+        if path is None:
+            raise HTTPException(status_code=503, detail="no covid_mtl model is available on this server yet")
+        key = (path, os.stat(path).st_mtime_ns)
+        with self._lock:
+            if self._predictor is None or self._loaded != key:
+                logger.info(f"covid_mtl: loading model {path}")
+                predictor = Predictor.from_checkpoint(path, device=self.device)
+                model_version(predictor)
+                warm_up(predictor)
+                self._predictor, self._loaded = predictor, key
+            return self._predictor
+
+    def read(self, request: Dict[str, Any]) -> Image:
+        path = request.get("image")
+        if not isinstance(path, str) or not path or not os.path.exists(path):
+            raise HTTPException(status_code=404, detail=f"image {request.get('image')!r} not found")
+        try:
+            return read_image(path)
+        except CovidMTLError as exc:
+            raise HTTPException(status_code=422, detail=str(exc).replace(os.path.dirname(path) + os.sep, "")) from exc
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        start = time.perf_counter()
+        image = self.read(request)
+        read_s = time.perf_counter() - start
+        predictor = self.predictor()
+        prediction = predictor.predict(image)
+        result = summarize(prediction, image, predictor)
+        suffix = ".png" if image.meta.get("format") == "raster" else ".nii.gz"
+        fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
+        os.close(fd)
+        write_mask(prediction.mask, image, mask_path)
+        result.setdefault("timings", {}).update({"read_s": round(read_s, 3), "total_s": round(time.perf_counter() - start, 3)})
+        return mask_path, result

@@ -1,0 +1,49 @@
+"""``covid-mtl train``: train the multi-task network (or a baseline) from a manifest."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..config import CONFIGS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model from a manifest CSV",
+                              description="Train on the manifest's train rows, validate on its val rows (none: a "
+                              "seeded 20%% of the train images), keep the best model by validation loss.")
+    p.add_argument("--manifest", required=True, help="CSV with image, mask, label, split columns")
+    p.add_argument("--out", required=True, help="output folder (model.pt, last.pt, history.json, learning_curves.png)")
+    p.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                   help="model configuration (default: lite, or the --init checkpoint's)")
+    p.add_argument("--tasks", default=None, help="comma-separated heads: recon,seg,cls (default: the config's)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--patience", type=int, default=10, help="epochs without validation-loss improvement")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    p.add_argument("--image-size", type=int, default=None, help="slice size the network sees (default: config's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="checkpoint to start from (fine-tuning)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..manifest import read_manifest
+    from ..training import TrainConfig, split_records, train
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    config = TrainConfig(config=args.config, tasks=args.tasks, epochs=args.epochs, patience=args.patience,
+                         batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, device=args.device,
+                         seed=args.seed, init=args.init, max_steps=args.max_steps, augment=not args.no_augment)
+    train_rows, val_rows = split_records(read_manifest(args.manifest), config.val_fraction, config.seed)
+    result = train(config, train_rows, val_rows, args.out, progress=True)
+    print(json.dumps({"best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,
+                      "best_val_loss": result.best_val_loss, "epochs": result.epochs_run, "steps": result.steps,
+                      "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1)}, indent=2))
+    return 0

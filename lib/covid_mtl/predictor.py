@@ -1,0 +1,191 @@
+"""The one predicting path: a read ``Image`` in, lesion mask on the input grid + classification out.
+
+Used by ``covid-mtl evaluate``/``analyze``, the MONAI Label infer task and the benchmarks, so a fix or a speed-up
+lands everywhere at once. Steps:
+
+1. lung-containing slices (``covid_mtl.slices.lung_slices``; all slices for non-HU images);
+2. the whole image scaled to [0, 1] by ``covid_mtl.normalize`` (the rule training used);
+3. slices in batches on the device: resized to the model size (the training resize), encoder + segmentation
+   decoder + classifier (never the reconstruction decoder), sigmoid; the lesion probabilities are resized back
+   to the slice's own size (bilinear) and thresholded at 0.5, so the mask is on the input grid;
+4. slice probabilities -> volume probabilities by ``covid_mtl.aggregate`` (top-k mean over lung slices).
+
+By default the network runs on the lung-containing slices only (``skip_non_lung``): the others can hold no lung
+lesion, get an empty mask and no slice probabilities (NaN), and a chest CT's first and last slices cost nothing.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .aggregate import TOP_FRACTION, aggregate
+from .checkpoint import load_model
+from .errors import CovidMTLError
+from .image import CLASSES, Image
+from .network import probabilities
+from .slices import LUNG_HU_RANGE, LUNG_MIN_FRACTION, lung_slices, resize_slices
+
+THRESHOLD = 0.5
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given (an unusable device raises)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CovidMTLError("device 'cuda' requested but CUDA is not available")
+    return device
+
+
+def binary_entropy(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Entropy in bits of Bernoulli(p), elementwise (0 at p = 0 or 1)."""
+    lib = torch if isinstance(p, torch.Tensor) else np
+    p = lib.clip(p, 1e-7, 1 - 1e-7)
+    return -(p * lib.log2(p) + (1 - p) * lib.log2(1 - p))
+
+
+@dataclass
+class Prediction:
+    """What the predictor says about one image.
+
+    ``mask``: uint8 0/1 (z, y, x) on the input grid (None without a segmentation head). ``probabilities``:
+    volume-level {class: P} and ``label`` (None without a classifier). ``slice_probabilities``: (z, 3) float32
+    in ``CLASSES`` order, NaN for slices not run. ``lung_slices``: (z,) bool. ``aggregation``: the rule and its
+    details. ``seg_entropy``: mean binary entropy (bits, 0..1) of the lesion probabilities over the slices run,
+    at model resolution. ``timings``: seconds per stage and ``ms_per_slice``.
+    """
+
+    mask: np.ndarray | None
+    probabilities: dict[str, float] | None
+    label: str | None
+    slice_probabilities: np.ndarray | None
+    lung_slices: np.ndarray
+    aggregation: dict[str, Any]
+    lesion_voxels: int
+    seg_entropy: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cls_entropy(self) -> float | None:
+        """Entropy of the volume probabilities normalised to sum 1, divided by log(3): 0 (sure) .. 1 (flat)."""
+        if self.probabilities is None:
+            return None
+        p = np.array([self.probabilities[c] for c in CLASSES], dtype=np.float64)
+        p = np.clip(p / max(p.sum(), 1e-12), 1e-12, 1.0)
+        return float(-(p * np.log(p)).sum() / math.log(len(CLASSES)))
+
+    def uncertainty(self) -> float:
+        """Active-learning score: classification entropy + mean voxel entropy of the lesion map (each 0..1)."""
+        return float((self.cls_entropy or 0.0) + (self.seg_entropy or 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (no mask): label, probabilities, aggregation, lesion voxels, uncertainty, timings."""
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "aggregation": self.aggregation,
+            "lesion_voxels": self.lesion_voxels,
+            "uncertainty": self.uncertainty(),
+            "cls_entropy": self.cls_entropy,
+            "seg_entropy": self.seg_entropy,
+            "timings": self.timings,
+            "model": self.model,
+        }
+
+
+class Predictor:
+    """A loaded model ready to predict; build it with ``Predictor.from_checkpoint``."""
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", batch_size: int = 16,
+                 skip_non_lung: bool = True, top_fraction: float = TOP_FRACTION, info: dict[str, Any] | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.heads = tuple(h for h in ("seg", "cls") if h in model.tasks)
+        if not self.heads:
+            raise CovidMTLError(f"model {self.config.name!r} has neither a segmentation nor a classification head")
+        self.batch_size = int(batch_size)
+        self.skip_non_lung = skip_non_lung
+        self.top_fraction = top_fraction
+        self.info = {"config": self.config.name, "tasks": list(model.tasks), "image_size": self.config.image_size,
+                     **(info or {})}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto", **kwargs: Any) -> "Predictor":
+        model, checkpoint = load_model(path, "cpu")
+        info = {"checkpoint": str(path), "saved_at": checkpoint.meta.get("saved_at"),
+                "versions": checkpoint.versions}
+        return cls(model, device=device, info=info, **kwargs)
+
+    @torch.inference_mode()
+    def predict(self, image: Image) -> Prediction:
+        """Mask on ``image``'s grid, volume and slice probabilities, aggregation details, timings."""
+        from .normalize import normalize_array
+
+        t_start = time.perf_counter()
+        array = image.array
+        if array.ndim != 3 or min(array.shape) < 1:
+            raise CovidMTLError(f"{image.source}: expected a (z, y, x) image, got shape {array.shape}")
+        nz, ny, nx = array.shape
+        lung = lung_slices(array, image.is_hu)
+        run = lung if (self.skip_non_lung and lung.any()) else np.ones(nz, dtype=bool)
+        scaled = normalize_array(array, image.is_hu, image.bit_depth)
+        t_normalized = time.perf_counter()
+
+        want_seg, want_cls = "seg" in self.heads, "cls" in self.heads
+        mask = np.zeros((nz, ny, nx), dtype=np.uint8) if want_seg else None
+        slice_probs = np.full((nz, len(CLASSES)), np.nan, dtype=np.float32) if want_cls else None
+        entropy_sum, entropy_count = 0.0, 0
+        size = self.config.image_size
+        amp = self.device.type == "cuda"
+        z_run = np.flatnonzero(run)
+        for start in range(0, z_run.size, self.batch_size):
+            zs = z_run[start:start + self.batch_size]
+            batch = torch.from_numpy(scaled[zs]).to(self.device)
+            x = resize_slices(batch, size, "bilinear")[:, None]
+            with torch.autocast("cuda", dtype=torch.float16) if amp else torch.autocast("cpu", enabled=False):
+                probs = probabilities(self.model(x, heads=self.heads))
+            if want_seg:
+                seg = probs["seg"].float()
+                entropy_sum += float(binary_entropy(seg).sum())
+                entropy_count += seg.numel()
+                back = F.interpolate(seg, size=(ny, nx), mode="bilinear", align_corners=False) if (ny, nx) != (size, size) else seg
+                mask[zs] = (back[:, 0] > THRESHOLD).to(torch.uint8).cpu().numpy()
+            if want_cls:
+                slice_probs[zs] = probs["cls"].float().cpu().numpy()
+        t_network = time.perf_counter()
+
+        probabilities_, label, details = None, None, {"rule": "none (model has no classifier)"}
+        if want_cls:
+            result = aggregate(slice_probs, lung, self.top_fraction)
+            probabilities_, label, details = result.probabilities, result.label, result.details
+        details["lung_test"] = (f"fraction of pixels in {list(LUNG_HU_RANGE)} HU >= {LUNG_MIN_FRACTION}"
+                                if image.is_hu else "all slices (image not in HU)")
+        details["slices_run"] = int(z_run.size)
+        t_end = time.perf_counter()
+        timings = {
+            "normalize_s": t_normalized - t_start,
+            "network_s": t_network - t_normalized,
+            "aggregate_s": t_end - t_network,
+            "total_s": t_end - t_start,
+            "ms_per_slice": 1000 * (t_network - t_normalized) / max(1, z_run.size),
+        }
+        return Prediction(
+            mask=mask, probabilities=probabilities_, label=label, slice_probabilities=slice_probs,
+            lung_slices=lung, aggregation=details, lesion_voxels=int(mask.sum()) if mask is not None else 0,
+            seg_entropy=entropy_sum / entropy_count if entropy_count else None, timings=timings,
+            model=dict(self.info),
+        )
+
+    def uncertainty(self, prediction: Prediction) -> float:
+        """Active-learning score of a prediction (see ``Prediction.uncertainty``)."""
+        return prediction.uncertainty()

@@ -1,0 +1,200 @@
+"""One-page case report (PNG and PDF): class and probabilities, key slices with the lesion overlay, measures.
+
+Built on ``matplotlib.figure.Figure`` (Agg canvas), never pyplot, so a long-running server leaks no figures.
+Slices are shown as radiologists read them: patient's right on the viewer's left, anterior up (taken from
+the RAS affine; without one the DICOM layout is assumed).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .image import Image
+from .lungmask import LungMask
+
+LUNG_WINDOW = (-1000.0, 400.0)
+LESION_COLOUR = (1.0, 0.1, 0.1)
+LUNG_COLOUR = "cyan"
+N_KEY_SLICES = 3
+DISCLAIMER = "Research software, not a medical device: every finding must be confirmed by a radiologist."
+
+
+def key_slices(lesion: np.ndarray | None, lung: np.ndarray | None, n: int = N_KEY_SLICES) -> list[int]:
+    """Slices with the most lesion, spread out (at least depth/(3n) apart); else spread over the lungs."""
+    depth = lesion.shape[0] if lesion is not None else (lung.shape[0] if lung is not None else 1)
+    if depth <= n:
+        return list(range(depth))
+    if lesion is not None and lesion.any():
+        area = lesion.reshape(depth, -1).sum(axis=1)
+        gap = max(1, depth // (3 * n))
+        chosen: list[int] = []
+        for z in np.argsort(area)[::-1]:
+            if area[z] == 0 or len(chosen) == n:
+                break
+            if all(abs(int(z) - c) >= gap for c in chosen):
+                chosen.append(int(z))
+        if chosen:
+            return sorted(chosen)
+    zs = np.flatnonzero(lung.reshape(depth, -1).any(axis=1)) if lung is not None and lung.any() else np.arange(depth)
+    picks = np.quantile(zs, np.linspace(0.25, 0.75, n)).round().astype(int)
+    return sorted(set(int(z) for z in picks))
+
+
+def _display(slice_yx: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
+    """Flip a (y, x) slice so patient right is on the left and anterior is up."""
+    a = np.eye(4) if affine is None else np.asarray(affine)
+    out = slice_yx
+    if affine is not None and a[0, 0] > 0:  # x index grows towards patient right: mirror to put right on the left
+        out = out[:, ::-1]
+    if affine is not None and a[1, 1] > 0:  # y index grows towards anterior: flip so anterior is up
+        out = out[::-1, :]
+    return out
+
+
+def _grey(image: Image, z: int) -> tuple[np.ndarray, float, float]:
+    if image.is_hu:
+        return image.array[z], LUNG_WINDOW[0], LUNG_WINDOW[1]
+    top = float(2 ** (image.bit_depth or 8) - 1)
+    return image.array[z], 0.0, top
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def measure_lines(measures: Mapping[str, Any]) -> list[str]:
+    """Human-readable lines of the quantify() dict, in report order."""
+    lines = [
+        f"Lesion volume: {_fmt(measures.get('lesion_ml'), ' mL')}   "
+        f"(outside lung mask: {_fmt(measures.get('lesion_outside_lung_ml'), ' mL')})",
+        f"Lung volume: {_fmt(measures.get('lung_ml'), ' mL')}   "
+        f"Involved: {_fmt(measures.get('percent_involved'), ' %')}",
+    ]
+    lungs = measures.get("lungs") or {}
+    for side in ("right", "left"):
+        if side in lungs:
+            r = lungs[side]
+            lines.append(f"  {side} lung: {_fmt(r['lung_ml'], ' mL')}, involved {_fmt(r['percent_involved'], ' %')}")
+    if measures.get("zone_severity_score") is not None:
+        lines.append(f"Zone severity score (6 zones, adapted from Pan et al. 2020): "
+                     f"{measures['zone_severity_score']} / {measures.get('zone_severity_max', 30)}")
+        zones = measures.get("zones") or {}
+        cells = [f"{name.replace('_', ' ')} {_fmt(r['percent_involved'], '%')} ({r['points']})"
+                 for name, r in zones.items()]
+        for i in range(0, len(cells), 3):
+            lines.append("  " + ";  ".join(cells[i:i + 3]))
+    if measures.get("lobe_severity_score") is not None:
+        lines.append(f"Lobe severity score (Pan et al. 2020): {measures['lobe_severity_score']} / "
+                     f"{measures.get('lobe_severity_max', 25)}")
+    if measures.get("flags"):
+        lines.append("Notes: " + ", ".join(str(f) for f in measures["flags"]))
+    return lines
+
+
+def write_report(
+    image: Image,
+    prediction: Mapping[str, Any],
+    measures: Mapping[str, Any] | None,
+    out_stem: str | os.PathLike,
+    mask: np.ndarray | None = None,
+    lung: LungMask | None = None,
+    title: str | None = None,
+) -> list[Path]:
+    """Write ``<out_stem>.png`` and ``<out_stem>.pdf``; returns both paths.
+
+    ``prediction``: ``label``, ``probabilities`` ({class: p}) and optionally ``model_version``.
+    ``measures``: the dict of :func:`covid_mtl.quantify.quantify` (None skips the measures block).
+    """
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(8.27, 11.69), dpi=110)  # A4 portrait
+    fig.text(0.05, 0.965, title or f"covid-mtl report: {Path(image.source).name}", fontsize=15, weight="bold")
+    fig.text(0.05, 0.945, f"source: {image.source}", fontsize=7, color="dimgray")
+    fig.text(0.05, 0.93, f"model: {prediction.get('model_version', 'unknown')}", fontsize=7, color="dimgray")
+    fig.text(0.05, 0.02, DISCLAIMER, fontsize=7, color="dimgray")
+    _classification(fig, prediction)
+    lung_labels = lung.labels if lung is not None and lung.available else None
+    _slices(fig, image, mask, lung_labels)
+    if measures is not None:
+        fig.text(0.05, 0.49, "Measures", fontsize=12, weight="bold")
+        fig.text(0.05, 0.475, "\n".join(measure_lines(measures)), fontsize=8, va="top", family="monospace",
+                 wrap=True)
+    if lung_labels is not None and mask is not None and lung_labels.shape[0] > 2:
+        _profile(fig, mask, lung_labels, lung.superior_at_high_z if lung is not None else None)
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    fig.savefig(png, format="png")
+    fig.savefig(pdf, format="pdf")
+    return [png, pdf]
+
+
+def _classification(fig: Figure, prediction: Mapping[str, Any]) -> None:
+    label = str(prediction.get("label", "unknown"))
+    probabilities = dict(prediction.get("probabilities") or {})
+    fig.text(0.05, 0.895, f"Classification: {label.upper()}", fontsize=14, weight="bold",
+             color="firebrick" if label == "covid" else "black")
+    if not probabilities:
+        return
+    ax = fig.add_axes((0.55, 0.86, 0.38, 0.07))
+    names = list(probabilities)
+    values = [float(probabilities[n]) for n in names]
+    ax.barh(names, values, color=["firebrick" if n == label else "grey" for n in names])
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.tick_params(labelsize=8)
+    for i, v in enumerate(values):
+        ax.text(min(v + 0.02, 0.85), i, f"{v:.2f}", va="center", fontsize=8)
+    ax.set_title("probabilities", fontsize=8)
+
+
+def _slices(fig: Figure, image: Image, mask: np.ndarray | None, lung: np.ndarray | None) -> None:
+    zs = key_slices(mask, lung)
+    dy, dx = (image.spacing[1], image.spacing[2]) if image.spacing is not None else (1.0, 1.0)
+    width = 0.9 / max(len(zs), 1)
+    for i, z in enumerate(zs):
+        ax = fig.add_axes((0.05 + i * width, 0.52, width - 0.01, 0.32))
+        grey, vmin, vmax = _grey(image, z)
+        ax.imshow(_display(grey, image.affine), cmap="gray", vmin=vmin, vmax=vmax, aspect=dy / dx,
+                  interpolation="nearest")
+        if lung is not None and lung[z].any():
+            ax.contour(_display(lung[z] > 0, image.affine).astype(float), levels=[0.5], colors=LUNG_COLOUR,
+                       linewidths=0.6)
+        if mask is not None and mask[z].any():
+            overlay = np.zeros(mask[z].shape + (4,), float)
+            overlay[mask[z] > 0] = (*LESION_COLOUR, 0.45)
+            ax.imshow(_display(overlay, image.affine), aspect=dy / dx, interpolation="nearest")
+        area = int((mask[z] > 0).sum()) if mask is not None else 0
+        ax.set_title(f"slice {z + 1}/{image.array.shape[0]}  lesion {area} px", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if image.affine is not None:  # sides are only known with an affine
+            ax.text(0.02, 0.02, "R", transform=ax.transAxes, color="yellow", fontsize=8)
+            ax.text(0.95, 0.02, "L", transform=ax.transAxes, color="yellow", fontsize=8)
+
+
+def _profile(fig: Figure, mask: np.ndarray, lung: np.ndarray, superior_at_high_z: bool | None) -> None:
+    """Percent of each lung's slice area that is lesion, from base to apex: where the disease sits."""
+    from .lungmask import LEFT_LUNG, RIGHT_LUNG
+
+    ax = fig.add_axes((0.1, 0.07, 0.83, 0.17))
+    lesion = mask > 0
+    z = np.arange(lung.shape[0])
+    for side, name, colour in ((RIGHT_LUNG, "right lung", "tab:blue"), (LEFT_LUNG, "left lung", "tab:orange")):
+        area = (lung == side).reshape(len(z), -1).sum(axis=1)
+        hit = (lesion & (lung == side)).reshape(len(z), -1).sum(axis=1)
+        percent = np.where(area > 0, 100.0 * hit / np.maximum(area, 1), np.nan)
+        ax.plot(z + 1, percent, color=colour, label=name)
+    ax.set_xlabel("slice" + ("  (head ->)" if superior_at_high_z else "  (<- head)" if superior_at_high_z is False else ""),
+                  fontsize=8)
+    ax.set_ylabel("% of slice's lung", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("lesion along the lungs", fontsize=9)

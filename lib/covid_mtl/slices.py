@@ -1,0 +1,193 @@
+"""Training samples: the 2D axial slices of labelled images, at the model's input size.
+
+Records (``VolumeRecord``: image path, mask path or None, class label or None) come from a manifest
+(``covid_mtl.manifest.read_manifest`` rows) or from any list of dicts (the MONAI Label train task builds its own).
+Each image is read with ``covid_mtl.io.read_image`` and scaled with ``covid_mtl.normalize`` (the same rule the
+predictor uses); masks are read the same way and any non-zero voxel is lesion.
+
+Which slices, and which class each slice teaches:
+
+* A volume in Hounsfield units keeps only its *lung-containing* slices (``lung_slices``: at least
+  ``LUNG_MIN_FRACTION`` of the slice's pixels in [-950, -500] HU); slices below and above the lungs teach nothing
+  about COVID. Non-HU volumes and 2D images keep every slice.
+* Class per slice from the volume's label: ``normal`` and ``other`` -> every kept slice gets that class;
+  ``non-covid`` -> every kept slice is "not COVID" (only P(covid) is supervised); ``covid`` *with a mask* ->
+  slices with lesion are COVID, slices without lesion get **no** class (unknown), so clean lung is never
+  taught to be COVID; ``covid`` without a mask -> every kept slice is COVID (a weak label, the only one
+  available); no label -> no class. A 2D image (one slice) always takes its image's label, since whoever
+  labelled it labelled that slice.
+* A slice of an image with a mask is a segmentation sample whether or not it shows lesion (an empty mask is a
+  label: "no lesion here"); slices of images without a mask do not supervise the segmentation.
+
+Slices are resized to ``image_size`` x ``image_size`` (MONAI ``Resize``: bilinear for images, nearest for masks;
+non-square images are stretched, as in the paper's 256 x 256 slices) and kept in memory (float32 at model size:
+64 KiB per 128 x 128 slice), so each image file is read once.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import Dataset
+from monai.transforms import Resize
+
+from .errors import CovidMTLError
+from .image import CLASSES, LABELS, Image
+
+LUNG_HU_RANGE: tuple[float, float] = (-950.0, -500.0)
+"""Aerated lung (about -850 HU) and most ground-glass; excludes air (-1000) and soft tissue."""
+LUNG_MIN_FRACTION = 0.01
+"""A slice contains lung when at least this fraction of its pixels lies in LUNG_HU_RANGE (lenient, so lung
+apices and bases count; abdomen slices with bowel gas at -1000 HU do not)."""
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """One image to learn from: ``image`` path, ``mask`` path or None, ``label`` in ``LABELS`` or None."""
+
+    image: str
+    mask: str | None = None
+    label: str | None = None
+
+
+def as_records(items: Iterable[object]) -> list[VolumeRecord]:
+    """``VolumeRecord``s from manifest rows, records, or mappings with keys ``image``, ``mask``, ``label``."""
+    records = []
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping):
+            image, mask, label = item.get("image"), item.get("mask"), item.get("label")
+        else:
+            image, mask, label = (getattr(item, k, None) for k in ("image", "mask", "label"))
+        where = f"training record {i} ({image})"
+        if not image:
+            raise CovidMTLError(f"training record {i}: no image path")
+        label = str(label).lower() if label not in (None, "") else None
+        if label is not None and label not in LABELS:
+            raise CovidMTLError(f"{where}: label {label!r} is not one of {list(LABELS)} (the mask path goes "
+                                f"in 'mask')")
+        records.append(VolumeRecord(str(image), str(mask) if mask else None, label))
+    return records
+
+
+def lung_slices(array: np.ndarray, is_hu: bool) -> np.ndarray:
+    """Boolean (z,): which axial slices contain lung. Without HU every slice counts."""
+    if not is_hu:
+        return np.ones(array.shape[0], dtype=bool)
+    low, high = LUNG_HU_RANGE
+    fraction = ((array >= low) & (array <= high)).reshape(array.shape[0], -1).mean(axis=1)
+    return fraction >= LUNG_MIN_FRACTION
+
+
+def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(target, weight)`` for the three sigmoid outputs of one slice by the rule in the module docstring.
+
+    ``lesion_in_slice`` is None when the image has no mask.
+    """
+    target = np.zeros(len(CLASSES), dtype=np.float32)
+    weight = np.zeros(len(CLASSES), dtype=np.float32)
+    if label is None:
+        return target, weight
+    if label == "non-covid":
+        weight[CLASSES.index("covid")] = 1.0  # target 0 on P(covid), the other outputs unknown
+        return target, weight
+    if label == "covid" and lesion_in_slice is False and not single_slice:
+        return target, weight  # clean slice of a COVID volume: its class is unknown
+    target[CLASSES.index(label)] = 1.0
+    weight[:] = 1.0
+    return target, weight
+
+
+def resize_slices(stack: np.ndarray | torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(n, h, w) -> (n, size, size) float32 tensor; slices ride in the channel axis of MONAI ``Resize``."""
+    tensor = torch.as_tensor(stack, dtype=torch.float32)
+    if tuple(tensor.shape[-2:]) == (size, size):
+        return tensor.clone()
+    resized = Resize(spatial_size=(size, size), mode=mode, anti_aliasing=False)(tensor)
+    return resized.as_tensor() if hasattr(resized, "as_tensor") else resized  # plain tensor, not MetaTensor
+
+
+def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image_size: int,
+                 normalized: np.ndarray | None = None) -> list[dict]:
+    """Samples of one read image: dicts with ``image``/``mask`` (1, S, S) float32, ``has_mask`` (scalar),
+    ``cls_target``/``cls_weight`` (3,), ``source`` and ``z`` (slice index in the image)."""
+    from .normalize import normalize_array
+
+    array = image.array
+    if mask is not None and mask.shape != array.shape:
+        raise CovidMTLError(f"{image.source}: mask shape {mask.shape} differs from image shape {array.shape}")
+    keep = lung_slices(array, image.is_hu)
+    z_kept = np.flatnonzero(keep)
+    if z_kept.size == 0:
+        return []
+    scaled = normalized if normalized is not None else normalize_array(array, image.is_hu, image.bit_depth)
+    pixels = resize_slices(scaled[z_kept], image_size, "bilinear").numpy()
+    lesions = None
+    if mask is not None:
+        lesions = (resize_slices((mask[z_kept] != 0).astype(np.float32), image_size, "nearest").numpy() > 0.5)
+    single = array.shape[0] == 1
+    samples = []
+    for i, z in enumerate(z_kept):
+        has_lesion = None if mask is None else bool(np.any(mask[z]))
+        target, weight = class_target(label, has_lesion, single)
+        samples.append({
+            "image": pixels[i][None].astype(np.float32),
+            "mask": (lesions[i][None] if lesions is not None else np.zeros((1, image_size, image_size), bool)
+                     ).astype(np.float32),
+            "has_mask": np.float32(mask is not None),
+            "cls_target": target,
+            "cls_weight": weight,
+            "source": str(image.source),
+            "z": int(z),
+        })
+    return samples
+
+
+def read_mask(path: str, image: Image) -> np.ndarray:
+    """A lesion mask on ``image``'s grid as uint8 0/1 (any non-zero voxel is lesion)."""
+    from .io import read_image
+
+    mask = read_image(path).array
+    if mask.shape != image.array.shape:
+        raise CovidMTLError(f"{path}: mask shape {mask.shape} differs from image {image.source} "
+                            f"shape {image.array.shape}")
+    return (mask != 0).astype(np.uint8)
+
+
+def record_slices(record: VolumeRecord, image_size: int) -> list[dict]:
+    """Read one record's image (and mask) and cut it into samples."""
+    from .io import read_image
+
+    image = read_image(record.image)
+    mask = read_mask(record.mask, image) if record.mask else None
+    return image_slices(image, mask, record.label, image_size)
+
+
+def build_dataset(records: Sequence[object], image_size: int, transform=None, progress: bool = False) -> Dataset:
+    """A MONAI ``Dataset`` of the slices of ``records`` (see ``as_records``); ``transform`` is applied per
+    sample each time it is drawn (``covid_mtl.augment.train_transforms`` for training)."""
+    from tqdm.auto import tqdm
+
+    from .augment import eval_transforms
+
+    records = as_records(records)
+    samples: list[dict] = []
+    for record in tqdm(records, desc="reading", unit="image", disable=not progress):
+        samples.extend(record_slices(record, image_size))
+    if not samples:
+        raise CovidMTLError(f"no usable slices in {len(records)} training records (no lung-containing slices?)")
+    return Dataset(samples, transform=transform or eval_transforms())
+
+
+def summarize(dataset: Dataset) -> dict[str, int]:
+    """Counts for logs: slices, segmentation samples, fully and partly labelled class samples."""
+    data = dataset.data
+    return {
+        "slices": len(data),
+        "with_mask": int(sum(bool(s["has_mask"]) for s in data)),
+        "with_class": int(sum(bool(s["cls_weight"].all()) for s in data)),
+        "covid_only": int(sum(bool(s["cls_weight"][0]) and not bool(s["cls_weight"].all()) for s in data)),
+        **{name: int(sum(bool(s["cls_weight"].all() and s["cls_target"][i]) for s in data))
+           for i, name in enumerate(CLASSES)},
+    }

@@ -1,0 +1,183 @@
+"""The one multi-task step: batch -> outputs -> partial-label loss (-> backward, optimizer step).
+
+``make_train_iteration`` and ``make_eval_iteration`` return the ``iteration_update`` callables for MONAI's ignite
+engines (``SupervisedTrainer`` / ``SupervisedEvaluator``); the CLI training loop and the MONAI Label train task
+(``BasicTrainTask.train_iteration_update`` / ``val_iteration_update``) both plug them in, so there is one way of
+training. They use the engine's ``network``, ``optimizer``, ``state.device``, ``amp`` and ``scaler`` and fire MONAI's
+``IterationEvents`` like MONAI's own iteration, so MONAI handlers (stats, checkpoints, decollation) keep working.
+
+The returned ``engine.state.output`` has MONAI's keys — ``image``, ``label`` (lesion mask), ``pred`` (lesion
+logits, when the model segments), ``loss`` (scalar tensor) — plus ``cls_logits``, ``cls_target``, ``cls_weight``,
+``has_mask`` and per-term floats ``loss_recon`` / ``loss_seg`` / ``loss_cls`` (0.0 when the term had no labels)
+with ``weight_<task>`` (1.0 or 0.0) and ``count_<task>``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from monai.engines.utils import IterationEvents
+from monai.engines.workflow import Workflow
+from torch import nn
+
+from .losses import LossResult, MultiTaskLoss
+
+BATCH_KEYS = ("image", "mask", "has_mask", "cls_target", "cls_weight")
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device | str, non_blocking: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors a step needs, on ``device`` (missing label keys become "no label")."""
+    image = torch.as_tensor(batch["image"]).float()
+    n = image.shape[0]
+    defaults = {
+        "mask": lambda: torch.zeros_like(image),
+        "has_mask": lambda: torch.zeros(n),
+        "cls_target": lambda: torch.zeros(n, 3),
+        "cls_weight": lambda: torch.zeros(n, 3),
+    }
+    out = {"image": image}
+    for key, default in defaults.items():
+        out[key] = torch.as_tensor(batch[key]).float() if key in batch else default()
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in out.items()}
+
+
+def autocast(device: torch.device | str, amp: bool):
+    """Mixed precision on CUDA only (CPU autocast would slow the convolutions down)."""
+    device = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
+
+
+def forward_loss(model: nn.Module, loss_fn: MultiTaskLoss, batch: Mapping[str, torch.Tensor],
+                 amp: bool = False) -> tuple[dict[str, torch.Tensor], LossResult]:
+    """Run the heads the loss needs on a device batch (from ``to_device``) and compute the loss."""
+    with autocast(batch["image"].device, amp):
+        outputs = model(batch["image"], heads=loss_fn.tasks)
+    return outputs, loss_fn(outputs, batch)
+
+
+def train_step(model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.Optimizer,
+               batch: Mapping[str, torch.Tensor], scaler: torch.amp.GradScaler | None = None,
+               amp: bool = False) -> tuple[dict[str, torch.Tensor], LossResult]:
+    """One optimisation step on a device batch; returns outputs and the loss (before the update)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    outputs, result = forward_loss(model, loss_fn, batch, amp)
+    if scaler is not None:
+        scaler.scale(result.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        result.total.backward()
+        optimizer.step()
+    return outputs, result
+
+
+def step_output(batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor], result: LossResult) -> dict:
+    """``engine.state.output`` for one iteration (keys in the module docstring)."""
+    out: dict[str, Any] = {
+        "image": batch["image"],
+        "label": batch["mask"],
+        "has_mask": batch["has_mask"],
+        "cls_target": batch["cls_target"],
+        "cls_weight": batch["cls_weight"],
+        "loss": result.total.detach(),
+    }
+    if "seg_logits" in outputs:
+        out["pred"] = outputs["seg_logits"].detach().float()
+    if "cls_logits" in outputs:
+        out["cls_logits"] = outputs["cls_logits"].detach().float()
+    for task, value in result.terms.items():
+        out[f"loss_{task}"] = value
+        out[f"weight_{task}"] = result.weights[task]
+        out[f"count_{task}"] = result.counts[task]
+    return out
+
+
+def _fire(engine: Any, event: IterationEvents) -> None:
+    if isinstance(engine, Workflow):  # MONAI engines register IterationEvents; a bare ignite Engine does not
+        engine.fire_event(event)
+
+
+def make_train_iteration(loss_fn: MultiTaskLoss) -> Callable[[Any, Mapping[str, Any]], dict]:
+    """``iteration_update`` for ``SupervisedTrainer``: one ``train_step`` with the engine's network/optimizer."""
+
+    def iteration(engine: Any, batchdata: Mapping[str, Any]) -> dict:
+        batch = to_device(batchdata, engine.state.device, getattr(engine, "non_blocking", False))
+        amp = bool(getattr(engine, "amp", False))
+        outputs, result = train_step(engine.network, loss_fn, engine.optimizer, batch,
+                                     scaler=getattr(engine, "scaler", None) if amp else None, amp=amp)
+        engine.state.output = step_output(batch, outputs, result)
+        for event in (IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
+                      IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED):
+            _fire(engine, event)
+        return engine.state.output
+
+    return iteration
+
+
+def make_eval_iteration(loss_fn: MultiTaskLoss) -> Callable[[Any, Mapping[str, Any]], dict]:
+    """``iteration_update`` for ``SupervisedEvaluator``: forward + loss in eval mode, no gradients."""
+
+    def iteration(engine: Any, batchdata: Mapping[str, Any]) -> dict:
+        batch = to_device(batchdata, engine.state.device, getattr(engine, "non_blocking", False))
+        engine.network.eval()
+        with torch.no_grad():
+            outputs, result = forward_loss(engine.network, loss_fn, batch, bool(getattr(engine, "amp", False)))
+        engine.state.output = step_output(batch, outputs, result)
+        for event in (IterationEvents.FORWARD_COMPLETED, IterationEvents.MODEL_COMPLETED):
+            _fire(engine, event)
+        return engine.state.output
+
+    return iteration
+
+
+class EpochStats:
+    """Accumulates step outputs into epoch numbers: count-weighted mean of each loss term, their
+    lambda-weighted sum ``loss``, global Dice over annotated slices (threshold 0.5) and classification
+    accuracy (argmax over slices with a full label; ``covid_accuracy`` over slices whose P(covid) is supervised).
+    Takes the un-decollated output dict (engines built with ``decollate=False``)."""
+
+    def __init__(self, lambdas: Mapping[str, float]):
+        self.lambdas = dict(lambdas)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {t: 0.0 for t in self.lambdas}
+        self.counts = {t: 0 for t in self.lambdas}
+        self.dice_inter = self.dice_total = 0.0
+        self.annotated = 0
+        self.correct = self.labelled = self.covid_correct = self.covid_labelled = 0
+
+    def update(self, output: Mapping[str, Any]) -> None:
+        for task in self.lambdas:
+            count = int(output.get(f"count_{task}", 0))
+            if count:
+                self.sums[task] += float(output[f"loss_{task}"]) * count
+                self.counts[task] += count
+        has_mask = output["has_mask"].reshape(-1) > 0
+        if "pred" in output and bool(has_mask.any()):
+            pred = (output["pred"][has_mask] > 0).float()  # logit > 0 <=> probability > 0.5
+            truth = output["label"][has_mask].float()
+            self.dice_inter += float((pred * truth).sum())
+            self.dice_total += float(pred.sum() + truth.sum())
+            self.annotated += int(has_mask.sum())
+        if "cls_logits" in output:
+            weight, target, logits = output["cls_weight"], output["cls_target"], output["cls_logits"]
+            full = weight.min(dim=1).values > 0
+            self.correct += int((logits[full].argmax(1) == target[full].argmax(1)).sum())
+            self.labelled += int(full.sum())
+            covid = weight[:, 0] > 0
+            self.covid_correct += int(((logits[covid, 0] > 0).float() == target[covid, 0]).sum())
+            self.covid_labelled += int(covid.sum())
+
+    def compute(self) -> dict[str, float | None]:
+        terms = {t: self.sums[t] / self.counts[t] if self.counts[t] else None for t in self.lambdas}
+        stats: dict[str, float | None] = {f"loss_{t}": v for t, v in terms.items()}
+        stats["loss"] = sum(self.lambdas[t] * v for t, v in terms.items() if v is not None)
+        # no lesion predicted on annotated slices that have none is a perfect score, not an undefined one
+        stats["dice"] = (2 * self.dice_inter / self.dice_total if self.dice_total else 1.0) if self.annotated else None
+        stats["accuracy"] = self.correct / self.labelled if self.labelled else None
+        stats["covid_accuracy"] = self.covid_correct / self.covid_labelled if self.covid_labelled else None
+        return stats

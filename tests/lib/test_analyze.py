@@ -1,0 +1,101 @@
+"""``covid-mtl analyze`` on a folder of mixed inputs with a tiny untrained model: every output, bad case isolated."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image as PILImage
+
+from covid_mtl.cli import main
+from covid_mtl.commands.analyze import find_cases
+from covid_mtl.image import CLASSES
+from covid_mtl.phantom import make_phantom
+from covid_mtl.sample_data import lung_window_u8, nifti_bytes, write_ct_series
+
+SHAPE, SPACING = (8, 64, 64), (5.0, 2.5, 2.5)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from covid_mtl.checkpoint import save_checkpoint
+    from covid_mtl.config import get_config
+    from covid_mtl.network import build_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", build_model(get_config("tiny")))
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cases")
+    ph = make_phantom("covid", 5, shape=SHAPE, spacing=SPACING)
+    (folder / "chest.nii.gz").write_bytes(nifti_bytes(ph.hu, ph.affine))
+    PILImage.fromarray(lung_window_u8(ph.hu[4])).save(folder / "slice.png")
+    write_ct_series(folder / "series", make_phantom("normal", 6, shape=SHAPE, spacing=SPACING), "analyze_test")
+    (folder / "broken.nii.gz").write_bytes(b"this is not a NIfTI file at all" * 10)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "empty_dir").mkdir()
+    return folder
+
+
+def test_find_cases_expands_folders(cases: Path) -> None:
+    found, skipped = find_cases([str(cases)])
+    assert sorted(c.case_id for c in found) == ["broken", "chest", "series", "slice"]
+    assert [c.is_dicom_folder for c in found if c.case_id == "series"] == [True]
+    assert any("notes.txt" in s for s in skipped) and any("empty_dir" in s for s in skipped)
+    again, _ = find_cases([str(cases / "chest.nii.gz"), str(cases / "chest.nii.gz")])
+    assert [c.case_id for c in again] == ["chest", "chest_2"]  # duplicates never overwrite each other
+
+
+def test_analyze_mixed_folder(cases: Path, checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    rc = main(["analyze", str(cases), "--out", str(out), "--checkpoint", str(checkpoint), "--no-progress"])
+    assert rc == 1  # the broken case fails the run...
+    with open(out / "summary.csv") as f:
+        rows = {row["case"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"broken", "chest", "series", "slice"}
+    assert rows["broken"]["status"] == "error" and "broken.nii.gz" in rows["broken"]["error"]
+    assert "broken" in capsys.readouterr().err
+    for case in ("chest", "series", "slice"):  # ...but not the others
+        row = rows[case]
+        assert row["status"] == "ok", row
+        assert row["label"] in CLASSES
+        case_dir = out / case
+        for name in ("mask.nii.gz", "report.json", "report.png", "report.pdf"):
+            assert (case_dir / name).stat().st_size > 0, (case, name)
+        report = json.loads((case_dir / "report.json").read_text())
+        assert report["model_version"].startswith("tiny-") and len(report["model_version"]) == len("tiny-") + 12
+        assert set(report["probabilities"]) == set(CLASSES)
+        assert report["measures"]["lesion_voxels"] == report["prediction"]["lesion_voxels"]
+        assert PILImage.open(case_dir / "report.png").size[0] > 800
+        assert (case_dir / "report.pdf").read_bytes().startswith(b"%PDF")
+    chest = json.loads((out / "chest" / "report.json").read_text())
+    ph = make_phantom("covid", 5, shape=SHAPE, spacing=SPACING)
+    true_lung_ml = (ph.lung > 0).sum() * np.prod(SPACING) / 1000  # a small chest: ~90 mL on this grid
+    assert chest["lung_mask"]["available"]
+    assert chest["measures"]["lung_ml"] == pytest.approx(true_lung_ml, rel=0.1)
+    assert nib.load(out / "chest" / "mask.nii.gz").shape == SHAPE[::-1]
+    slice_report = json.loads((out / "slice" / "report.json").read_text())
+    assert not slice_report["lung_mask"]["available"] and slice_report["measures"]["lesion_ml"] is None
+    assert rows["slice"]["lung_mask"].startswith("skipped")
+    seg = pydicom.dcmread(out / "series" / "seg.dcm")
+    assert seg.Modality == "SEG" and int(seg.NumberOfFrames) == SHAPE[0]
+    assert not (out / "chest" / "seg.dcm").exists()
+
+
+def test_analyze_clean_run_exits_zero(cases: Path, checkpoint: Path, tmp_path: Path) -> None:
+    rc = main(["analyze", str(cases / "chest.nii.gz"), "--out", str(tmp_path), "--checkpoint", str(checkpoint),
+               "--no-progress"])
+    assert rc == 0 and (tmp_path / "chest" / "report.json").exists()
+
+
+def test_analyze_refuses_a_missing_checkpoint(cases: Path, tmp_path: Path) -> None:
+    rc = main(["analyze", str(cases), "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.pt")])
+    assert rc == 2 and not (tmp_path / "summary.csv").exists()

@@ -1,0 +1,160 @@
+"""Measures: exact numbers on hand-built volumes, score edges, zones, lobes, missing inputs, phantoms."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from covid_mtl.errors import CovidMTLError
+from covid_mtl.lungmask import LEFT_LUNG, RIGHT_LUNG, LungMask, lung_mask, unavailable
+from covid_mtl.phantom import make_phantom
+from covid_mtl.quantify import (
+    DEFAULT_BINS,
+    TOTALSEGMENTATOR_LOBES,
+    TOTALSEGMENTATOR_V1_LOBES,
+    quantify,
+    severity_points,
+)
+
+SPACING = (2.0, 1.0, 1.0)  # 2 uL voxels
+VOXEL_ML = 0.002
+
+
+@pytest.mark.parametrize("percent,points", [
+    (0.0, 0), (1e-6, 1), (4.999, 1), (5.0, 2), (0.05 * 100, 2), (25.0, 2), (25.01, 3), (50.0, 3),
+    (50.01, 4), (75.0, 4), (75.01, 5), (100.0, 5),
+])
+def test_default_bins_edges(percent: float, points: int) -> None:
+    assert severity_points(percent, DEFAULT_BINS) == points
+
+
+def test_custom_bins_and_bad_bins() -> None:
+    bins = ((0.0, False), (10.0, True))
+    assert [severity_points(p, bins) for p in (0, 9.9, 10, 80)] == [0, 1, 2, 2]
+    lung = _box_lungs()
+    result = quantify(np.zeros_like(lung.labels), lung, SPACING, bins=bins)
+    assert result["zone_severity_max"] == 12
+    with pytest.raises(CovidMTLError):
+        quantify(np.zeros_like(lung.labels), lung, SPACING, bins=((5.0, False), (5.0, True)))
+
+
+def _box_lungs(superior_at_high_z: bool = True) -> LungMask:
+    """Right lung x 0..9, left lung x 20..29, both z 0..29 (10 slices per third), 10 rows: 3000 voxels each."""
+    labels = np.zeros((30, 10, 30), np.uint8)
+    labels[:, :, 0:10] = RIGHT_LUNG
+    labels[:, :, 20:30] = LEFT_LUNG
+    return LungMask(labels, True, None, SPACING, superior_at_high_z, [])
+
+
+def _lesion() -> np.ndarray:
+    lesion = np.zeros((30, 10, 30), np.uint8)
+    lesion[20:30, :, 0:10] = 1          # whole right upper third: 1000 voxels, 100 %
+    lesion[0:10, 0:5, 20:22] = 1        # left lower third: 100 of 1000 voxels, 10 %
+    lesion[10:20, 0:1, 20:25] = 1       # left middle third: 50 of 1000 voxels, exactly 5 %
+    lesion[0:2, 0:5, 12:17] = 1         # 50 voxels between the lungs: outside the lung mask
+    return lesion
+
+
+def test_exact_measures_on_box_lungs() -> None:
+    r = quantify(_lesion(), _box_lungs(), SPACING)
+    assert r["lesion_voxels"] == 1200 and r["lesion_ml"] == pytest.approx(1200 * VOXEL_ML)
+    assert r["lung_ml"] == pytest.approx(6000 * VOXEL_ML)
+    assert r["lesion_in_lung_ml"] == pytest.approx(1150 * VOXEL_ML)
+    assert r["percent_involved"] == pytest.approx(100 * 1150 / 6000, abs=0.01)
+    assert r["lesion_outside_lung_voxels"] == 50 and r["lesion_outside_lung_ml"] == pytest.approx(0.1)
+    assert r["lungs"]["right"]["percent_involved"] == pytest.approx(100 * 1000 / 3000, abs=0.01)
+    assert r["lungs"]["left"]["percent_involved"] == pytest.approx(5.0)
+    zones = {k: (v["percent_involved"], v["points"]) for k, v in r["zones"].items()}
+    assert zones == {
+        "right_upper": (100.0, 5), "right_middle": (0.0, 0), "right_lower": (0.0, 0),
+        "left_upper": (0.0, 0), "left_middle": (5.0, 2), "left_lower": (10.0, 2),
+    }
+    assert r["zone_severity_score"] == 9 and r["zone_severity_max"] == 30
+    assert r["lobes"] is None and r["lobe_severity_score"] is None
+    json.dumps(r)  # JSON-safe as it stands
+
+
+def test_zones_follow_the_head_direction() -> None:
+    r = quantify(_lesion(), _box_lungs(superior_at_high_z=False), SPACING)
+    assert r["zones"]["right_lower"]["percent_involved"] == 100.0
+    assert r["zones"]["left_upper"]["percent_involved"] == 10.0
+    assert r["zone_severity_score"] == 9
+
+
+def test_zones_use_each_lungs_own_extent() -> None:
+    lung = _box_lungs()
+    lung.labels[0:15, :, 20:30] = 0  # left lung only in z 15..29: its thirds are 5 slices each
+    lesion = np.zeros_like(lung.labels)
+    lesion[15:20, :, 20:30] = 1
+    r = quantify(lesion, lung, SPACING)
+    assert r["zones"]["left_lower"]["percent_involved"] == 100.0
+    assert r["zones"]["left_middle"]["lung_voxels"] == 500
+
+
+def test_unknown_spacing_gives_fractions_only() -> None:
+    r = quantify(_lesion(), _box_lungs(), None)
+    assert r["lesion_ml"] is None and r["lung_ml"] is None and r["lesion_outside_lung_ml"] is None
+    assert r["percent_involved"] == pytest.approx(100 * 1150 / 6000, abs=0.01)
+    assert r["zone_severity_score"] == 9
+    assert any(f.startswith("spacing_unknown") for f in r["flags"])
+
+
+def test_without_a_lung_mask_only_the_lesion_is_measured() -> None:
+    for lung in (None, unavailable("image is not in Hounsfield units")):
+        r = quantify(_lesion(), lung, SPACING)
+        assert r["lesion_ml"] == pytest.approx(2.4)
+        assert r["percent_involved"] is None and r["zones"] is None and r["zone_severity_score"] is None
+        assert any(f.startswith("no_lung_mask") for f in r["flags"])
+    r = quantify(_lesion(), unavailable("not HU"), SPACING)
+    assert "not HU" in " ".join(r["flags"])
+
+
+def test_single_slice_skips_zones() -> None:
+    labels = np.zeros((1, 20, 20), np.uint8)
+    labels[0, :, :10], labels[0, :, 10:] = RIGHT_LUNG, LEFT_LUNG
+    lesion = np.zeros_like(labels)
+    lesion[0, :10, :10] = 1
+    r = quantify(lesion, LungMask(labels, True, None, (1.0, 1.0, 1.0), None, []), (1.0, 1.0, 1.0))
+    assert r["lungs"]["right"]["percent_involved"] == 50.0 and r["zones"] is None
+    assert "zones_skipped:need_3d_lung_mask" in r["flags"] and "single_slice" in r["flags"]
+
+
+def test_lobes_totalsegmentator_labels() -> None:
+    lesion = np.zeros((10, 10, 50), np.uint8)
+    lobes = np.zeros_like(lesion)
+    for i, value in enumerate(sorted(TOTALSEGMENTATOR_LOBES)):  # 10..14, each a 10x10x10 block
+        lobes[:, :, 10 * i:10 * (i + 1)] = value
+    lesion[:, :, 0:10] = 1            # left upper (10): 100 %
+    lesion[0:3, :, 10:20] = 1         # left lower (11): 30 %
+    lesion[0, 0:5, 40:50] = 1         # right lower (14): 5 %
+    r = quantify(lesion, None, SPACING, lobes=lobes)
+    got = {k: (v["percent_involved"], v["points"]) for k, v in r["lobes"].items()}
+    assert got == {"left_upper": (100.0, 5), "left_lower": (30.0, 3), "right_upper": (0.0, 0),
+                   "right_middle": (0.0, 0), "right_lower": (5.0, 2)}
+    assert r["lobe_severity_score"] == 10 and r["lobe_severity_max"] == 25
+    v1 = quantify(lesion, None, SPACING, lobes=lobes + 3, lobe_labels=TOTALSEGMENTATOR_V1_LOBES)
+    assert v1["lobe_severity_score"] == 10
+    with pytest.raises(CovidMTLError, match="lobe labels"):
+        quantify(lesion, None, SPACING, lobes=(lobes > 0).astype(np.uint8))
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(CovidMTLError, match="shape"):
+        quantify(np.zeros((30, 10, 31)), _box_lungs(), SPACING)
+
+
+@pytest.mark.parametrize("kind,seed", [("covid", 0), ("other", 1)])
+def test_phantom_measures_within_tolerance(kind: str, seed: int) -> None:
+    ph = make_phantom(kind, seed)
+    lm = lung_mask(ph.hu, ph.spacing, ph.affine, lesion=ph.lesion > 0)
+    r = quantify(ph.lesion, lm, ph.spacing)
+    voxel_ml = float(np.prod(ph.spacing)) / 1000
+    truth_lung = ph.lung > 0
+    truth_lesion = ph.lesion > 0
+    true_percent = 100 * (truth_lesion & truth_lung).sum() / truth_lung.sum()
+    assert r["lesion_ml"] == pytest.approx(truth_lesion.sum() * voxel_ml, abs=1e-3)  # mL kept to 1 uL
+    assert r["lung_ml"] == pytest.approx(truth_lung.sum() * voxel_ml, rel=0.03)
+    assert abs(r["percent_involved"] - true_percent) <= 1.0  # percentage points
+    assert r["lesion_outside_lung_ml"] <= 0.01 * r["lesion_ml"]
+    assert 0 < r["zone_severity_score"] <= 30

@@ -1,0 +1,104 @@
+"""Start a real MONAI Label server with the covid_mtl app on a free loopback port (one per test module).
+
+The app folder is copied so that models and logs a test produces never land in the repository.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "apps" / "covid_mtl"
+START_TIMEOUT_S = 180
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    app_dir: Path
+    studies: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_app(dest: Path) -> Path:
+    shutil.copytree(APP, dest, ignore=shutil.ignore_patterns("model", "logs", "__pycache__", "bin"))
+    return dest
+
+
+def start(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None) -> Server:
+    app_dir = copy_app(work / "app")
+    port = free_port()
+    log_path = work / "server.log"
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
+           "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in (conf or {}).items():
+        cmd += ["--conf", key, str(value)]
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    full_env.update(env or {})
+    log = open(log_path, "w")
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, app_dir, studies)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
+        try:
+            if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop(server)
+    raise RuntimeError(f"server did not answer /info/ in {START_TIMEOUT_S} s:\n{server.log()[-4000:]}")
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_server(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None) -> Iterator[Server]:
+    """``studies`` is served as is (pass a copy); ``work`` holds the app copy and the server log."""
+    server = start(studies, work, conf, env)
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+def copy_studies(dest: Path) -> Path:
+    """A private copy of sample_data/ for a server to write into."""
+    shutil.copytree(ROOT / "sample_data", dest)
+    return dest

@@ -1,0 +1,38 @@
+"""Helpers shared by the Slicer module's tests: synthetic volumes on an oblique grid, NIfTI comparisons."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import slicer
+
+
+def oblique_ijk_to_ras() -> np.ndarray:
+    """Anisotropic spacing, a rotation about two axes and an origin far from 0: a geometry a swapped axis,
+    a dropped direction or a lost origin would all change."""
+    a, b = np.deg2rad(20.0), np.deg2rad(-7.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ rz @ rx @ np.diag([0.7, 0.8, 2.5])
+    matrix[:3, 3] = [120.5, -33.25, 410.0]
+    return matrix
+
+
+def add_volume(scene, array_zyx: np.ndarray, ijk_to_ras: np.ndarray, name: str = "ct", labelmap: bool = False):
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
+    slicer.util.updateVolumeFromArray(node, array_zyx)
+    return node
+
+
+def nifti_zyx(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(voxels as (z, y, x), affine) of a NIfTI file read with nibabel, independently of Slicer."""
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj).transpose(2, 1, 0), image.affine
+
+
+def save_nifti_zyx(array_zyx: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(array_zyx.transpose(2, 1, 0)), affine), str(path))
+    return path
