@@ -197,21 +197,25 @@ def select_rows(rows: Sequence[ManifestRow], split: str | None) -> list[Manifest
 
 def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays: int = N_OVERLAYS,
                   progress: bool = True) -> tuple[list[CaseResult], list[plots.OverlayCase]]:
-    """Run ``predictor`` over ``rows``: per-case results and a few overlay slices."""
+    """Run ``predictor`` over ``rows``: per-case results and up to ``n_overlays`` slices to draw.
+
+    Overlays come from rows with a ground-truth mask, those with a lesion first (then lesion-free ones,
+    where a red contour is a false positive); at most ``n_overlays`` of each kind are kept while looping.
+    """
     cases: list[CaseResult] = []
-    overlays: list[plots.OverlayCase] = []
+    with_lesion: list[plots.OverlayCase] = []
+    without: list[plots.OverlayCase] = []
     for row in tqdm(rows, desc="evaluate", unit="image", disable=not progress):
         image = read_image(row.image)
         pred = predictor.predict(image)
-        pred_mask = pred.mask
         truth = read_mask(row.mask, image) if row.mask else None
         name = Path(row.image).name
-        cases.append(score_case(name, row.label, pred.probabilities, pred_mask, truth))
-        # Prefer cases that show something (a lesion in truth or prediction) for the figure.
-        if pred_mask is not None and len(overlays) < n_overlays and (
-                np.any(pred_mask) or (truth is not None and truth.any())):
-            overlays.append(overlay_case(f"{name} [{row.label or '?'}]", image, truth, np.asarray(pred_mask)))
-    return cases, overlays
+        cases.append(score_case(name, row.label, pred.probabilities, pred.mask, truth))
+        if pred.mask is not None and truth is not None:
+            keep = with_lesion if truth.any() else without
+            if len(keep) < n_overlays:
+                keep.append(overlay_case(f"{name} [{row.label or '?'}]", image, truth, pred.mask))
+    return cases, (with_lesion + without)[:n_overlays]
 
 
 def evaluate(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,

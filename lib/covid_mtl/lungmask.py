@@ -4,12 +4,14 @@ Steps (each chosen so it also works on cropped volumes and single slices):
 
 1. Air candidates: ``HU < AIR_HU`` (values below -1024, e.g. -2048 outside the scanner's field of view,
    count as air).
-2. Per axial slice, each 2D air component is dropped when it is *gas-like* (median HU below ``GAS_HU``:
-   outside air, the trachea, main bronchi, bowel gas; lung parenchyma sits near -850 HU because of its tissue
-   and blood) or when it touches the slice border and lies mostly outside the body's convex hull (air around
-   the body that is not quite -1000, e.g. cushions). Border contact alone is not a reason: a cropped chest
-   has lungs running into the image border.
-3. 3D connected components; small ones (bubbles, noise) are dropped relative to the largest.
+2. Per axial slice, each 2D air component is dropped when it is *gas-like* (more than half its voxels below
+   ``GAS_HU``: outside air, -2048 outside the field of view, the trachea, main bronchi, bowel gas; aerated
+   lung sits near -850 HU because of its tissue and blood). Border contact is deliberately not a criterion:
+   a cropped chest has lungs running into the image border.
+3. 3D connected components. Kept: those with a lung-like gas fraction (<= ``MAX_GAS_FRACTION`` of voxels
+   below ``GAS_HU``; stomach/colon gas with partial volume passes step 2 but keeps a -1000 HU core), at least
+   ``MIN_COMPONENT_FRACTION`` of the largest such component, and within ``Z_GAP_MM`` of the lungs' z range
+   (a pocket in the pelvis is not lung).
 4. Sides: each component goes to the patient's right or left by its centroid relative to the body's midline,
    read from the RAS affine. A component straddling the midline (lungs touching at the anterior junction)
    is split by erosion + watershed, falling back to the midline plane.
@@ -38,7 +40,7 @@ AIR_HU = -320.0
 GAS_HU = -950.0
 """2D components whose median HU is below this are free gas (outside air, airways, bowel), not lung."""
 BODY_HU = -300.0
-"""Tissue threshold used to find the body outline (the hull that separates outside air from lung)."""
+"""Tissue threshold used to find the body's extent, whose centre is the left/right midline."""
 MAX_GAS_FRACTION = 0.1
 """3D components with more than this fraction of voxels below ``GAS_HU`` are gas pockets, not lung."""
 MIN_COMPONENT_FRACTION = 0.05
@@ -107,7 +109,7 @@ def unavailable(reason: str, spacing=None) -> LungMask:
 
 
 def _orientation(affine: np.ndarray | None, shape: tuple[int, int, int], flags: list[str]):
-    """World RAS x of every (y, x) column position per slice is costly; return a function of voxel centroids."""
+    """(ras_x, superior_at_high_z): ``ras_x(zyx)`` maps voxel positions to RAS x (larger = patient's right)."""
     if affine is None:
         flags.append("orientation_assumed")
         # DICOM's usual axial layout: column index grows towards the patient's left, z grows towards the head.

@@ -70,7 +70,7 @@ def plot_overlays(cases: Sequence[OverlayCase], path: str | Path, columns: int =
     n = max(1, len(cases))
     cols = min(columns, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(3.2 * cols, 3.4 * rows), dpi=100)
+    fig = Figure(figsize=(3.2 * cols, 3.4 * rows), dpi=100, layout="constrained")
     for k in range(rows * cols):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.axis("off")
@@ -87,12 +87,13 @@ def plot_overlays(cases: Sequence[OverlayCase], path: str | Path, columns: int =
             ax.contour(np.asarray(case.pred, dtype=float), levels=[0.5], colors=PRED_COLOUR, linewidths=1)
         ax.set_title(case.title, fontsize=8)
     fig.suptitle("ground truth (green) vs prediction (red)", fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)  # constrained layout already fits titles and suptitle
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, tight: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, format="png")
     return path

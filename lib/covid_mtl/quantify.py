@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import CovidMTLError
-from .lungmask import LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, LungMask
+from .image import Image
+from .lungmask import LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, LungMask, lung_mask
 
 SeverityBins = Sequence[tuple[float, bool]]
 
@@ -216,3 +217,21 @@ def _lung_measures(out, lesion, lung: LungMask, voxel_ml, bins, flags) -> None:
         flags.append("zones_empty:" + ",".join(empty))
     out["zones"] = zones
     out["zone_severity_score"] = int(sum(r["points"] for r in zones.values()))
+
+
+def measure(
+    image: Image,
+    lesion_mask: np.ndarray,
+    lung: LungMask | None = None,
+    lobes: np.ndarray | None = None,
+    bins: SeverityBins = DEFAULT_BINS,
+) -> dict[str, Any]:
+    """One call for the app and the CLI: lung mask (lesion-aware, unless ``lung`` is given) + :func:`quantify`.
+
+    The result is quantify's dict plus ``lung_mask`` (:meth:`LungMask.summary`).
+    """
+    if lung is None:
+        lung = lung_mask(image, lesion=np.asarray(lesion_mask) > 0)
+    result = quantify(lesion_mask, lung, image.spacing, lobes=lobes, bins=bins)
+    result["lung_mask"] = lung.summary()
+    return result

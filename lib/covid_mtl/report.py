@@ -24,21 +24,23 @@ DISCLAIMER = "Research software, not a medical device: every finding must be con
 
 
 def key_slices(lesion: np.ndarray | None, lung: np.ndarray | None, n: int = N_KEY_SLICES) -> list[int]:
-    """Slices with the most lesion, spread out (at least depth/(3n) apart); else spread over the lungs."""
+    """Up to ``n`` slices: the most lesion first, spread over the lesion's z range; else spread over the lungs."""
     depth = lesion.shape[0] if lesion is not None else (lung.shape[0] if lung is not None else 1)
     if depth <= n:
         return list(range(depth))
     if lesion is not None and lesion.any():
         area = lesion.reshape(depth, -1).sum(axis=1)
-        gap = max(1, depth // (3 * n))
+        hit = np.flatnonzero(area)
+        gap = max(1, (int(hit[-1] - hit[0]) + 1) // (n + 1))
         chosen: list[int] = []
-        for z in np.argsort(area)[::-1]:
-            if area[z] == 0 or len(chosen) == n:
-                break
-            if all(abs(int(z) - c) >= gap for c in chosen):
-                chosen.append(int(z))
-        if chosen:
-            return sorted(chosen)
+        ranked = [int(z) for z in np.argsort(area, kind="stable")[::-1] if area[z] > 0]
+        for z in ranked:  # well-separated slices first, then whatever lesion slices remain
+            if len(chosen) < n and all(abs(z - c) >= gap for c in chosen):
+                chosen.append(z)
+        for z in ranked:
+            if len(chosen) < n and z not in chosen:
+                chosen.append(z)
+        return sorted(chosen)
     zs = np.flatnonzero(lung.reshape(depth, -1).any(axis=1)) if lung is not None and lung.any() else np.arange(depth)
     picks = np.quantile(zs, np.linspace(0.25, 0.75, n)).round().astype(int)
     return sorted(set(int(z) for z in picks))
@@ -157,9 +159,10 @@ def _classification(fig: Figure, prediction: Mapping[str, Any]) -> None:
 def _slices(fig: Figure, image: Image, mask: np.ndarray | None, lung: np.ndarray | None) -> None:
     zs = key_slices(mask, lung)
     dy, dx = (image.spacing[1], image.spacing[2]) if image.spacing is not None else (1.0, 1.0)
-    width = 0.9 / max(len(zs), 1)
+    width = 0.9 / N_KEY_SLICES  # fixed slots, so one slice is not blown up over the header
+    left = 0.05 + (N_KEY_SLICES - len(zs)) * width / 2
     for i, z in enumerate(zs):
-        ax = fig.add_axes((0.05 + i * width, 0.52, width - 0.01, 0.32))
+        ax = fig.add_axes((left + i * width, 0.52, width - 0.01, 0.3))
         grey, vmin, vmax = _grey(image, z)
         ax.imshow(_display(grey, image.affine), cmap="gray", vmin=vmin, vmax=vmax, aspect=dy / dx,
                   interpolation="nearest")

@@ -11,27 +11,31 @@ import time
 from typing import Any
 
 from .image import Image
-from .lungmask import lung_mask
+from .lungmask import LungMask
 from .predictor import Prediction, Predictor
-from .quantify import quantify
+from .quantify import measure
 
 
 def model_version(predictor: Predictor) -> str:
-    """A short id of the served model: the checkpoint's saved_at time plus a hash of its file (cached)."""
+    """Human-readable and exact: config name + first 12 hex of the checkpoint's SHA-256 (cached)."""
     if predictor.info.get("version"):
         return predictor.info["version"]
     path = predictor.info.get("checkpoint")
-    digest = ""
+    digest = hashlib.sha256()
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    saved = predictor.info.get("saved_at") or "unknown"
-    predictor.info["version"] = f"{predictor.config.name}-{saved}-{digest}"
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    predictor.info["version"] = f"{predictor.config.name}-{digest.hexdigest()[:12]}"
     return predictor.info["version"]
 
 
-def summarize(prediction: Prediction, image: Image, predictor: Predictor, quantification: bool = True) -> dict[str, Any]:
-    """JSON-safe summary of ``prediction`` on ``image``: class, probabilities, lesion volume, measures, model."""
+def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: LungMask | None = None,
+              quantification: bool = True) -> dict[str, Any]:
+    """JSON-safe summary of ``prediction`` on ``image``: class, probabilities, lesion volume, measures, model.
+
+    ``lung``: a lung mask already computed (the CLI report draws it too); computed here otherwise.
+    """
     start = time.perf_counter()
     measures: dict[str, Any] | None = None
     lesion_ml = None
@@ -40,9 +44,7 @@ def summarize(prediction: Prediction, image: Image, predictor: Predictor, quanti
             voxel_ml = image.spacing[0] * image.spacing[1] * image.spacing[2] / 1000.0
             lesion_ml = round(float(prediction.mask.sum()) * voxel_ml, 3)
         if quantification:
-            lungs = lung_mask(image, lesion=prediction.mask)
-            measures = quantify(prediction.mask, lungs, image.spacing)
-            measures["lung_mask"] = lungs.summary()
+            measures = measure(image, prediction.mask, lung=lung)
     timings = {k: round(float(v), 4) for k, v in prediction.timings.items()}
     timings["quantify_s"] = round(time.perf_counter() - start, 4)
     return {
@@ -55,6 +57,8 @@ def summarize(prediction: Prediction, image: Image, predictor: Predictor, quanti
         "quantification": measures,
         "model_version": model_version(predictor),
         "model_config": predictor.config.name,
+        "cls_entropy": prediction.cls_entropy,
+        "seg_entropy": prediction.seg_entropy,
         "shape": list(image.shape),
         "spacing": list(image.spacing) if image.spacing else None,
         "timings": timings,

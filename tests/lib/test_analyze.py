@@ -73,17 +73,17 @@ def test_analyze_mixed_folder(cases: Path, checkpoint: Path, tmp_path: Path, cap
         report = json.loads((case_dir / "report.json").read_text())
         assert report["model_version"].startswith("tiny-") and len(report["model_version"]) == len("tiny-") + 12
         assert set(report["probabilities"]) == set(CLASSES)
-        assert report["measures"]["lesion_voxels"] == report["prediction"]["lesion_voxels"]
+        assert report["quantification"]["lesion_voxels"] == report["lesion_voxels"]
         assert PILImage.open(case_dir / "report.png").size[0] > 800
         assert (case_dir / "report.pdf").read_bytes().startswith(b"%PDF")
     chest = json.loads((out / "chest" / "report.json").read_text())
     ph = make_phantom("covid", 5, shape=SHAPE, spacing=SPACING)
     true_lung_ml = (ph.lung > 0).sum() * np.prod(SPACING) / 1000  # a small chest: ~90 mL on this grid
-    assert chest["lung_mask"]["available"]
-    assert chest["measures"]["lung_ml"] == pytest.approx(true_lung_ml, rel=0.1)
+    assert chest["quantification"]["lung_mask"]["available"]
+    assert chest["quantification"]["lung_ml"] == pytest.approx(true_lung_ml, rel=0.1)
     assert nib.load(out / "chest" / "mask.nii.gz").shape == SHAPE[::-1]
     slice_report = json.loads((out / "slice" / "report.json").read_text())
-    assert not slice_report["lung_mask"]["available"] and slice_report["measures"]["lesion_ml"] is None
+    assert not slice_report["quantification"]["lung_mask"]["available"] and slice_report["quantification"]["lesion_ml"] is None
     assert rows["slice"]["lung_mask"].startswith("skipped")
     seg = pydicom.dcmread(out / "series" / "seg.dcm")
     assert seg.Modality == "SEG" and int(seg.NumberOfFrames) == SHAPE[0]
@@ -99,3 +99,16 @@ def test_analyze_clean_run_exits_zero(cases: Path, checkpoint: Path, tmp_path: P
 def test_analyze_refuses_a_missing_checkpoint(cases: Path, tmp_path: Path) -> None:
     rc = main(["analyze", str(cases), "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.pt")])
     assert rc == 2 and not (tmp_path / "summary.csv").exists()
+
+
+def test_report_key_slices_follow_the_lesion() -> None:
+    from covid_mtl.report import key_slices
+
+    lesion = np.zeros((40, 8, 8), np.uint8)
+    lesion[30:40, :4, :4] = 1
+    lesion[35, :, :] = 1  # the largest lesion slice comes first
+    chosen = key_slices(lesion, None)
+    assert len(chosen) == 3 and 35 in chosen and all(30 <= z < 40 for z in chosen)
+    lung = np.zeros_like(lesion)
+    lung[10:30] = 1
+    assert all(10 <= z < 30 for z in key_slices(np.zeros_like(lesion), lung))

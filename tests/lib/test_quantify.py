@@ -158,3 +158,19 @@ def test_phantom_measures_within_tolerance(kind: str, seed: int) -> None:
     assert abs(r["percent_involved"] - true_percent) <= 1.0  # percentage points
     assert r["lesion_outside_lung_ml"] <= 0.01 * r["lesion_ml"]
     assert 0 < r["zone_severity_score"] <= 30
+
+
+def test_measure_is_lung_mask_plus_quantify() -> None:
+    from covid_mtl.image import Image
+    from covid_mtl.quantify import measure
+
+    ph = make_phantom("covid", 2, shape=(12, 96, 96), spacing=(5.0, 2.0, 2.0))
+    image = Image(ph.hu.astype(np.float32), ph.spacing, ph.affine, True, "phantom")
+    result = measure(image, ph.lesion)
+    lung = lung_mask(image, lesion=ph.lesion > 0)
+    expected = quantify(ph.lesion, lung, ph.spacing)
+    assert result["lung_mask"] == lung.summary() and result["lung_mask"]["available"]
+    assert {k: v for k, v in result.items() if k != "lung_mask"} == expected
+    png = Image(np.zeros((1, 32, 32), np.float32), None, None, False, "slice.png", bit_depth=8)
+    flat = measure(png, np.ones((1, 32, 32), np.uint8))
+    assert flat["lesion_ml"] is None and flat["lesion_voxels"] == 1024 and not flat["lung_mask"]["available"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import re
 import sys
@@ -108,21 +107,12 @@ def find_cases(inputs: list[str]) -> tuple[list[Case], list[str]]:
     return cases, skipped
 
 
-def model_version(checkpoint: str, info: dict[str, Any]) -> str:
-    """Human-readable and exact: config name + first 12 hex of the checkpoint's SHA-256."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{info.get('config', 'model')}-{digest.hexdigest()[:12]}"
-
-
 def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: bool = True) -> dict[str, Any]:
     """Run one case end to end and write its outputs; returns the report dict (also saved as report.json)."""
     from ..dicom_seg import write_dicom_seg
     from ..io import read_image, write_mask
     from ..lungmask import lung_mask
-    from ..quantify import quantify
+    from ..summary import summarize
     from ..report import write_report
 
     start = time.perf_counter()
@@ -132,9 +122,9 @@ def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: 
     case_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
     lung = lung_mask(image, lesion=prediction.mask)
-    measures = None
+    result = summarize(prediction, image, predictor, lung=lung)
+    measures = result["quantification"]
     if prediction.mask is not None:
-        measures = quantify(prediction.mask, lung, image.spacing)
         outputs["mask"] = str(write_mask(prediction.mask, image, case_dir / "mask.nii.gz"))
         if not image.is_hu and image.is_2d:
             outputs["mask_png"] = str(write_mask(prediction.mask, image, case_dir / "mask.png"))
@@ -145,12 +135,7 @@ def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: 
         "shape_zyx": list(image.shape),
         "spacing_zyx_mm": list(image.spacing) if image.spacing is not None else None,
         "is_hu": image.is_hu,
-        "label": prediction.label,
-        "probabilities": prediction.probabilities,
-        "model_version": version,
-        "prediction": prediction.to_dict(),
-        "lung_mask": lung.summary(),
-        "measures": measures,
+        **result,
         "outputs": outputs,
     }
     pred_view = {"label": prediction.label, "probabilities": prediction.probabilities, "model_version": version}
@@ -186,12 +171,12 @@ def summary_row(case: Case, report: dict[str, Any] | None, error: str | None, se
         row.update(status="error", error=error or "unknown error")
         return row
     probs = report.get("probabilities") or {}
-    measures = report.get("measures") or {}
+    measures = report.get("quantification") or {}
     row.update(
         status="ok",
         label=report.get("label") or "",
         **{f"p_{k}": f"{float(v):.4f}" for k, v in probs.items() if f"p_{k}" in row},
-        lung_mask="ok" if report["lung_mask"]["available"] else f"skipped: {report['lung_mask']['reason']}",
+        lung_mask="ok" if measures.get("lung_mask", {}).get("available") else f"skipped: {measures.get('lung_mask', {}).get('reason')}",
         outputs=";".join(sorted(report.get("outputs", {}))),
         error=report.get("dicom_seg_error", ""),
     )
@@ -214,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..packaged import packaged_model_path
     from ..predictor import Predictor
+    from ..summary import model_version
 
     checkpoint = args.checkpoint or packaged_model_path()
     if checkpoint is None:
@@ -226,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise CovidMTLError(f"no cases found in {', '.join(args.inputs)}")
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device)
-    version = model_version(checkpoint, predictor.info)
+    version = model_version(predictor)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, failed = [], 0
