@@ -38,5 +38,15 @@ bench: install
 sample-data: install
 	$(BIN)/covid-mtl sample-data --out sample_data
 
+# The packaged demo model: `lite` trained on synthetic phantoms (a different seed from sample_data/), then
+# copied into the package. Takes about 15 minutes on 2 CPU cores.
+MODEL_RUN ?= out/packaged-model
+model: install
+	rm -rf $(MODEL_RUN)
+	$(BIN)/covid-mtl sample-data --out $(MODEL_RUN)/data --n-per-class 8 --n-labelled 8 --seed 1
+	$(BIN)/covid-mtl train --manifest $(MODEL_RUN)/data/manifest.csv --config lite --out $(MODEL_RUN)/run \
+	  --epochs 12 --patience 4 --lr 1e-3 --seed 0
+	cp $(MODEL_RUN)/run/model.pt lib/covid_mtl/models/covid_mtl_lite.pt
+
 clean:
 	rm -rf $(VENV)

@@ -49,8 +49,11 @@ def copy_app(dest: Path) -> Path:
     return dest
 
 
-def start(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None) -> Server:
-    app_dir = copy_app(work / "app")
+def start(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None,
+          app_dir: Path | None = None, headers: dict | None = None) -> Server:
+    """``app_dir``: reuse an app folder (and its published model) from an earlier server instead of a fresh copy.
+    ``headers``: sent with the readiness check (e.g. a bearer token when MONAI Label's auth is on)."""
+    app_dir = Path(app_dir) if app_dir else copy_app(work / "app")
     port = free_port()
     log_path = work / "server.log"
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
@@ -67,7 +70,7 @@ def start(studies: Path, work: Path, conf: dict | None = None, env: dict | None 
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-4000:]}")
         try:
-            if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
+            if requests.get(f"{server.url}/info/", headers=headers, timeout=5).status_code == 200:
                 return server
         except requests.RequestException:
             pass
@@ -89,9 +92,10 @@ def stop(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def running_server(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None) -> Iterator[Server]:
+def running_server(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None,
+                   app_dir: Path | None = None, headers: dict | None = None) -> Iterator[Server]:
     """``studies`` is served as is (pass a copy); ``work`` holds the app copy and the server log."""
-    server = start(studies, work, conf, env)
+    server = start(studies, work, conf, env, app_dir=app_dir, headers=headers)
     try:
         yield server
     finally:

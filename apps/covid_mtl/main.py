@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import sys
 from typing import Dict
 
+from fastapi import HTTPException
+from lib import http_guard
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.configs.covid_mtl import CovidMTLConfig
-from fastapi import HTTPException
-from lib.datastore import ValidatingDatastore, check_id
+from lib.datastore import ValidatingDatastore
+from lib.http_guard import public_message
+from lib.infer_request import check_infer_image
 from lib.scoring.uncertainty import UncertaintyScoring
+
+from covid_mtl.errors import CovidMTLError
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
@@ -46,6 +50,10 @@ def _ensure_pythonpath(app_dir: str) -> None:
 class CovidMTLApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         _ensure_pythonpath(app_dir)
+        if conf.get("max_upload_mb"):  # the guard and the datastore read the environment (so do task subprocesses)
+            os.environ["COVID_MTL_MAX_UPLOAD_MB"] = str(float(conf["max_upload_mb"]))
+        if "monailabel.app" in sys.modules:  # the server process; task subprocesses have no HTTP app
+            http_guard.install(sys.modules["monailabel.app"].app)
         self.model_dir = os.path.join(app_dir, "model")
         self.task_config = CovidMTLConfig()
         self.task_config.init("covid_mtl", self.model_dir, conf, None)
@@ -61,20 +69,31 @@ class CovidMTLApp(MONAILabelApp):
         )
 
     def infer(self, request, datastore=None):
-        """Refuse unknown ids and client-chosen server paths before MONAI Label resolves them."""
-        image = request.get("image")
-        if isinstance(image, str) and not request.get("session"):
-            if os.path.isabs(image) or os.sep in image:
-                real = os.path.realpath(image)
-                # The infer endpoint itself passes uploads as files in the temp folder; any other path came
-                # from the client and would let it read arbitrary server files.
-                if not real.startswith(os.path.realpath(tempfile.gettempdir()) + os.sep) or not os.path.isfile(real):
-                    raise HTTPException(status_code=400, detail=f"image {image!r}: not a datastore image id")
-            else:
-                check_id(image)
-                if image not in (datastore or self.datastore()).list_images():
-                    raise HTTPException(status_code=404, detail=f"image {image!r} not found in the datastore")
-        return super().infer(request, datastore)
+        """Refuse unknown models and ids and client-chosen server paths before MONAI Label resolves them."""
+        model = request.get("model")
+        if model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; available: {sorted(self._infers)}")
+        check_infer_image(request, datastore or self.datastore(), self.sessions())
+        try:
+            return super().infer(request, datastore)
+        except CovidMTLError as exc:
+            # The infer task turns unreadable inputs into 422 itself; what reaches here is the server's side
+            # (e.g. a published model file that cannot be loaded).
+            raise HTTPException(status_code=503, detail=f"the model could not run: {public_message(str(exc))}") from exc
+
+    def next_sample(self, request):
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise HTTPException(status_code=404,
+                                detail=f"unknown strategy {strategy!r}; available: {sorted(self._strategies)}")
+        return super().next_sample(request)
+
+    def bundle_path(self, model):
+        """MONAI Label asks this (in the server process) before starting a train/batch-infer task: the one place
+        an unknown model name can be refused with 404 instead of a background task that fails later."""
+        if model is not None and model not in self._trainers and model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; trainers: {sorted(self._trainers)}")
+        return super().bundle_path(model)
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):

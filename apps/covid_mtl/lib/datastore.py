@@ -193,7 +193,9 @@ class ValidatingDatastore(LocalDatastore):
     def _known(self, image_id: Any, what: str = "image id") -> str:
         """Ids already in the datastore came from its own folder listing (an admin may have copied in "my scan.nii");
         anything else must be a safe file name, so no id ever resolves outside the folder."""
-        return image_id if isinstance(image_id, str) and image_id in self._datastore.objects else check_id(image_id, what)
+        if isinstance(image_id, str) and image_id in self._datastore.objects:
+            return image_id
+        return check_id(image_id, what)
 
     def get_image_uri(self, image_id: str) -> str:
         return super().get_image_uri(self._known(image_id))

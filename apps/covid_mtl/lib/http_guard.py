@@ -3,6 +3,8 @@
 - A request size limit (``COVID_MTL_MAX_UPLOAD_MB``) checked on ``Content-Length`` before the body is read and
   counted while it streams, so an oversized upload (image, label, infer file or ``/session/`` series) gets a
   413 instead of being spooled to disk first.
+- ``PUT``/``DELETE /model/...`` (MONAI Label overwrites or moves the served, possibly packaged, model file) and the
+  unauthenticated ``POST /reload`` are refused; models change only through training's atomic publish.
 - Browser requests from other sites are refused: ``127.0.0.1`` is reachable from every web page the radiologist
   opens (cross-site form posts, DNS rebinding), and MONAI Label answers CORS for any origin.
 - JSON 4xx instead of MONAI Label's bare 500 for bad input (unknown ids, malformed ``params``, unreadable files),
@@ -18,6 +20,7 @@ import logging
 import os
 import re
 from typing import Any, Iterable, Optional
+from urllib.parse import parse_qs
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_MB = 2048
 ENVELOPE_BYTES = 256 * 1024  # multipart boundaries, headers and the small form fields around the file(s)
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+SAFE_SESSION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # MONAI Label makes uuid4 session ids
 _DIRS = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\\/\s'\":,;()\[\]]+[\\/])+")
 
 
@@ -79,6 +83,13 @@ def origin_allowed(origin: Optional[str], host_header: Optional[str], allowed: I
     return bool(host_header) and origin.split("://", 1)[-1] == host_header.strip().lower()
 
 
+def _bad_session_id(scope) -> Optional[str]:
+    path = scope["path"]
+    candidates = [path[len("/session/"):].rstrip("/")] if path.startswith("/session/") else []
+    candidates += parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id", [])
+    return next((c for c in candidates if c and not SAFE_SESSION_ID.match(c)), None)
+
+
 async def _send_json(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -93,8 +104,31 @@ def _too_large(size: Optional[int], limit: int) -> str:
             f"(server setting COVID_MTL_MAX_UPLOAD_MB)")
 
 
+def refusal(scope, headers: dict[str, str], origins: Iterable[str]) -> Optional[tuple[int, str]]:
+    """(status, detail) when the request must not reach MONAI Label at all, else None."""
+    host, method, path = headers.get("host"), scope["method"], scope["path"]
+    if not host_allowed(host, _csv_env("COVID_MTL_ALLOWED_HOSTS")):
+        return 421, (f"host name {_hostname(host)!r} is not served here; list it in COVID_MTL_ALLOWED_HOSTS "
+                     f"(protection against DNS rebinding)")
+    if not origin_allowed(headers.get("origin"), host, origins):
+        return 403, f"cross-site request from {headers['origin']!r} refused; list the origin in COVID_MTL_CORS_ORIGINS"
+    bad_session = _bad_session_id(scope)
+    if bad_session is not None:  # MONAI Label joins it to its session folder: DELETE /session/%2E%2E = rmtree(..)
+        return 400, f"invalid session id {bad_session!r}"
+    if method == "POST" and path.rstrip("/") == "/reload":  # re-creates the app, and has no role check at all
+        return 403, "/reload is disabled on this server"
+    if method in ("PUT", "DELETE") and path.startswith("/model/"):
+        # MONAI Label copies an upload (non-atomically, unchecked) over the model file infer uses, which until
+        # training publishes one is the packaged model inside the installed package; DELETE moves that file away.
+        return 403, "model files are replaced only by training (atomic publish); uploading or deleting them is disabled"
+    declared = headers.get("content-length", "")
+    if method in BODY_METHODS and declared.isdigit() and int(declared) > max_upload_bytes() + ENVELOPE_BYTES:
+        return 413, _too_large(int(declared), max_upload_bytes())  # refused before a byte of the body is read
+    return None
+
+
 class GuardMiddleware:
-    """Pure ASGI (no body buffering): host/origin checks, then the size limit."""
+    """Pure ASGI (no body buffering): ``refusal`` first, then the size limit counted as the body streams."""
 
     def __init__(self, app, origins: Iterable[str] = ()) -> None:
         self.app, self.origins = app, list(origins)
@@ -103,24 +137,12 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        host = headers.get("host")
-        if not host_allowed(host, _csv_env("COVID_MTL_ALLOWED_HOSTS")):
-            return await _send_json(send, 421, f"host name {_hostname(host)!r} is not served here; list it in "
-                                               f"COVID_MTL_ALLOWED_HOSTS (protection against DNS rebinding)")
-        if not origin_allowed(headers.get("origin"), host, self.origins):
-            return await _send_json(send, 403, f"cross-site request from {headers['origin']!r} refused; list the "
-                                               f"origin in COVID_MTL_CORS_ORIGINS to allow it")
-        if scope["method"] == "POST" and scope["path"].rstrip("/") == "/reload":
-            # MONAI Label's /reload re-creates the app without any authentication check.
-            return await _send_json(send, 403, "/reload is disabled on this server")
+        refused = refusal(scope, headers, self.origins)
+        if refused is not None:
+            return await _send_json(send, *refused)
         if scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
-        limit = max_upload_bytes() + ENVELOPE_BYTES
-        declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            # Refused before reading a byte; the client sees 413 and the connection closes.
-            return await _send_json(send, 413, _too_large(int(declared), limit - ENVELOPE_BYTES))
-        received = 0
+        limit, received = max_upload_bytes() + ENVELOPE_BYTES, 0
 
         async def limited_receive():
             nonlocal received
@@ -128,7 +150,7 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:  # chunked uploads declare no length
-                    raise HTTPException(status_code=413, detail=_too_large(None, limit - ENVELOPE_BYTES))
+                    raise HTTPException(status_code=413, detail=_too_large(None, max_upload_bytes()))
             return message
 
         await self.app(scope, limited_receive, send)
@@ -157,6 +179,21 @@ async def _bad_json(request, exc: json.JSONDecodeError) -> JSONResponse:
 
 async def _bad_input(request, exc: CovidMTLError) -> JSONResponse:
     return JSONResponse({"detail": public_message(str(exc))}, status_code=422)
+
+
+# Client mistakes that MONAI Label's endpoints themselves answer with 500.
+CLIENT_ERRORS_SENT_AS_500 = {
+    "Neither Image nor File not Session ID input is provided":
+        "no image: give a datastore image id (?image=), a multipart file, or a session_id",
+}
+
+
+async def _http_error(request, exc):
+    from fastapi.exception_handlers import http_exception_handler
+
+    if exc.status_code == 500 and exc.detail in CLIENT_ERRORS_SENT_AS_500:
+        exc = HTTPException(status_code=400, detail=CLIENT_ERRORS_SENT_AS_500[exc.detail])
+    return await http_exception_handler(request, exc)
 
 
 async def _internal(request, exc: Exception) -> JSONResponse:
@@ -196,6 +233,7 @@ def install(fastapi_app) -> None:
     makes the next request rebuild it with our middleware and handlers.
     """
     from monailabel.interfaces.exception import MONAILabelException
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     _fix_jwt()
     if getattr(fastapi_app.state, "covid_mtl_guard", False):
@@ -205,6 +243,7 @@ def install(fastapi_app) -> None:
     origins = _csv_env("COVID_MTL_CORS_ORIGINS") + [str(o) for o in settings.MONAI_LABEL_CORS_ORIGINS or []]
     fastapi_app.middleware_stack = None
     fastapi_app.add_middleware(GuardMiddleware, origins=origins)
+    fastapi_app.add_exception_handler(StarletteHTTPException, _http_error)
     fastapi_app.add_exception_handler(MONAILabelException, _monailabel_error)
     fastapi_app.add_exception_handler(json.JSONDecodeError, _bad_json)
     fastapi_app.add_exception_handler(CovidMTLError, _bad_input)
@@ -219,7 +258,8 @@ def _restrict_cors(fastapi_app, origins: list[str]) -> None:
     from starlette.middleware.cors import CORSMiddleware
 
     for i, middleware in enumerate(fastapi_app.user_middleware):
-        if middleware.cls is CORSMiddleware and "*" in middleware.kwargs.get("allow_origins", []) and "*" not in origins:
+        allows_all = "*" in middleware.kwargs.get("allow_origins", [])
+        if middleware.cls is CORSMiddleware and allows_all and "*" not in origins:
             fastapi_app.user_middleware[i] = Middleware(
                 CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"]
             )

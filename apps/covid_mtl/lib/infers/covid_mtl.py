@@ -63,7 +63,9 @@ class CovidMTLInfer(InferTask):
         return self.current_model_path() is not None
 
     def get_path(self, validate: bool = True) -> Optional[str]:
-        return self.current_model_path()
+        # MONAI Label's /model endpoints write and delete what this returns: only ever the published model,
+        # never the packaged one inside the installed package.
+        return self.model_paths[0] if self.model_paths else None
 
     def current_model_path(self) -> Optional[str]:
         return next((p for p in self.model_paths if p and os.path.isfile(p)), None)

@@ -1,0 +1,49 @@
+"""Which image an infer request may read: a datastore id, the upload the endpoint just wrote, or a session.
+
+MONAI Label merges the client's ``params`` JSON into the request after setting ``image`` and ``session``, so a
+client can put any server path there (``{"image": "/etc/passwd"}``) or fake a session; MONAI Label would read it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Any, Dict, Optional
+
+from fastapi import HTTPException
+from lib.datastore import check_id
+
+# Names tempfile.NamedTemporaryFile gives the uploads MONAI Label's infer endpoint writes (random, unguessable).
+ENDPOINT_UPLOAD = re.compile(r"^tmp[a-z0-9_]{8}[^/\\]*$")
+
+
+def _inside(path: str, folder: str) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return real.startswith(root + os.sep)
+
+
+def _is_endpoint_upload(path: str) -> bool:
+    real = os.path.realpath(path)
+    return (os.path.dirname(real) == os.path.realpath(tempfile.gettempdir())
+            and bool(ENDPOINT_UPLOAD.match(os.path.basename(real))) and os.path.isfile(real))
+
+
+def check_infer_image(request: Dict[str, Any], datastore, sessions: Optional[Any]) -> None:
+    """Raise a 4xx HTTPException unless ``request["image"]`` is something this client may have inferred."""
+    image = request.get("image")
+    if not isinstance(image, str) or not image:
+        raise HTTPException(status_code=400, detail="no image: give a datastore image id, upload a file, or the "
+                                                    "session_id of an existing session (PUT /session/)")
+    if "session" in request:
+        if sessions is not None and _inside(image, sessions.store_path):
+            return
+        raise HTTPException(status_code=400, detail="session image is not in this server's session store")
+    if image in datastore.list_images():
+        return
+    if os.path.isabs(image) or "/" in image or "\\" in image:
+        if _is_endpoint_upload(image):
+            return
+        raise HTTPException(status_code=400, detail=f"image {os.path.basename(image)!r}: give a datastore image id, "
+                                                    f"not a server path")
+    check_id(image)
+    raise HTTPException(status_code=404, detail=f"image {image!r} not found in the datastore")

@@ -1,0 +1,21 @@
+"""``make bench``: every benchmark, one after the other (about 10 minutes on 2 CPU cores)."""
+from __future__ import annotations
+
+import sys
+
+from bench import infer_volume, throughput
+
+
+def main() -> int:
+    throughput.main(["--quick"] if "--quick" in sys.argv else [])
+    infer_volume.main(["--repeats", "2"] if "--quick" in sys.argv else [])
+    try:
+        from bench import load
+    except ImportError:
+        return 0
+    load.main([]) if hasattr(load, "main") else None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
