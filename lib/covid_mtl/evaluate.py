@@ -25,7 +25,7 @@ from .errors import CovidMTLError
 from .image import CLASSES, Image
 from .io import read_image
 from .manifest import ManifestRow, read_manifest
-from .normalize import normalize
+from .normalize import normalize_array
 from .predictor import Predictor
 
 N_OVERLAYS = 6
@@ -180,8 +180,9 @@ def overlay_case(title: str, image: Image, truth: np.ndarray | None, pred: np.nd
     ref = truth if truth is not None and truth.any() else pred
     areas = ref.reshape(ref.shape[0], -1).sum(axis=1)
     z = int(areas.argmax()) if areas.any() else ref.shape[0] // 2
-    return plots.OverlayCase(title=f"{title} (z={z})", image=normalize(image)[z],
-                             truth=None if truth is None else truth[z], pred=np.asarray(pred[z]))
+    shown = normalize_array(image.array[z], image.is_hu, image.bit_depth)  # one slice: display only
+    return plots.OverlayCase(title=f"{title} (z={z})", image=shown, truth=None if truth is None else truth[z],
+                             pred=np.asarray(pred[z]))
 
 
 def select_rows(rows: Sequence[ManifestRow], split: str | None) -> list[ManifestRow]:

@@ -147,7 +147,7 @@ def format_markdown(results: dict[str, Any]) -> str:
     ]
     for row in results["rows"]:
         t = row["train"]
-        lines.append(f"| {row['title']} | {row['config']} | {row['params']:,} | {t['epochs_run']} | "
+        lines.append(f"| {row['title']} | {row['config']} @ {row['image_size']}px | {row['params']:,} | {t['epochs_run']} | "
                      f"{t['best_epoch']} | {t['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -204,6 +204,7 @@ def _run_arm(arm: Arm, config: str, folder: Path, train_rows: list, val_rows: li
     write_report(metrics, folder / "eval", overlays)
     return {
         "key": arm.key, "title": arm.title, "tasks": list(arm.tasks), "config": model_config.name,
+        "image_size": model_config.image_size,
         "params": sum(p.numel() for p in predictor.model.parameters()),
         "checkpoint": str(checkpoint), "metrics": str(folder / "eval" / "metrics.json"),
         "measured": summary_row(metrics), "paper": dict(PAPER.get(arm.key, {})),

@@ -58,6 +58,7 @@ def test_experiment_cli_tiny(tmp_path, capsys):
     for arm in ex.ARMS:
         assert f"| {arm.title} |" in md
     assert "| U-Net (segmentation baseline) | seg | " in md
+    assert "| U-Net (segmentation baseline) | unet-tiny @ 64px | " in md
     unet_line = next(line for line in md.splitlines() if line.startswith("| U-Net"))
     assert unet_line.count("n/a") == 6  # no classifier: Acc, Sens, Spec, AUC, threshold, 3-class acc
     ours = next(line for line in md.splitlines() if line.startswith("| recon+seg+cls"))
