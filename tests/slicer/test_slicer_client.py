@@ -94,3 +94,38 @@ def test_submit_without_segmentation_says_classify_first(scene, oblique_ct):
     logic = CovidMTLLogic(scene, closed_port_url())
     with pytest.raises(CovidMTLLogicError, match="run Classify & Segment first"):
         logic.submit_correction(oblique_ct, "covid")
+
+
+def test_bearer_token_reaches_the_server(monkeypatch):
+    """With MONAI Label auth on, every request must carry the token (a real loopback HTTP server records it)."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            seen.append(self.headers.get("Authorization", ""))
+            body = json.dumps({"models": {"covid_mtl": {}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        CovidMTLClient(url, token="abc.def.ghi").info()
+        monkeypatch.setenv("COVID_MTL_TOKEN", "from-env")
+        CovidMTLClient(url).info()
+        monkeypatch.delenv("COVID_MTL_TOKEN")
+        CovidMTLClient(url).info()
+    finally:
+        server.shutdown()
+    assert seen == ["Bearer abc.def.ghi", "Bearer from-env", ""]

@@ -4,6 +4,7 @@ No Qt, no Slicer: it runs in Slicer's Python and in a plain interpreter (tests).
 CovidMTLLogicError whose text a radiologist can act on (server down, server said no and why), never a traceback.
 """
 from __future__ import annotations
+import os
 
 import email.parser
 import email.policy
@@ -102,12 +103,17 @@ class CovidMTLClient:
     """The endpoints of docs/CONTRACTS.md section HTTP. ``idle`` (optional) is called every ~50 ms while a request
     is in flight; Slicer passes ``slicer.app.processEvents`` so the window repaints during a long inference."""
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 600.0, idle: Optional[Callable[[], None]] = None):
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 600.0, idle: Optional[Callable[[], None]] = None,
+                 token: Optional[str] = None):
         url = (url or DEFAULT_URL).strip().rstrip("/")
         self.url = url if "://" in url else f"http://{url}"
         self.timeout = timeout
         self.idle = idle
         self.session = requests.Session()
+        # A server with MONAI Label auth on wants a bearer token; the environment keeps it out of the scene file.
+        token = token or os.environ.get("COVID_MTL_TOKEN")
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     # -- transport --------------------------------------------------------------------------------------------
     def request(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,),
