@@ -9,6 +9,8 @@ PORT   ?= 8000
 STUDIES ?= sample_data
 CONF   ?=
 PYTEST_ARGS ?=
+# torch's OpenMP busy-waits by default, which crawls when anything else shares the cores (see lib/covid_mtl/__init__.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install serve test bench sample-data model clean
 

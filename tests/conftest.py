@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see covid_mtl/__init__.py; before torch loads
 from pathlib import Path
 
 import pytest

@@ -48,8 +48,24 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` would not read back (class instances, numpy arrays)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise CovidMTLError(f"checkpoint {where}: key {key!r} is not a str/int")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not (value is None or type(value) in (str, int, float, bool) or isinstance(value, torch.Tensor)):
+        raise CovidMTLError(f"checkpoint {where}: {type(value).__name__} is not a plain python type or tensor")
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
-    """Atomically write ``model`` (which carries ``config`` and ``tasks``) and ``meta`` to ``path``."""
+    """Atomically write ``model`` (which carries ``config`` and ``tasks``) and ``meta`` (plain python types:
+    dict/list/str/int/float/bool/None, tensors) to ``path``."""
+    _check_plain(meta or {}, "meta")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # clone to CPU so the file loads anywhere and the live weights are not aliased

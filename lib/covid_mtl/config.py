@@ -1,19 +1,29 @@
 """Named model configurations and task sets.
 
 A configuration fixes the architecture (``arch``), the widths and the model's input size; the checkpoint stores
-it in full, so a saved model is rebuilt without guessing. Measured on the 2-core CPU of the development machine
-(torch 2.14, fp32, batch 16, ``heads=("seg", "cls")`` as the predictor runs it; FLOPs counted with
-``torch.utils.flop_counter.FlopCounterMode``, multiply-adds counted as 2):
+it in full, so a saved model is rebuilt without guessing.
 
-================  ==========  ============  ==================  ==================  =====================
-config            input       parameters    GFLOPs/slice (all)  GFLOPs/slice (inf)  CPU ms/slice (inf)
-================  ==========  ============  ==================  ==================  =====================
-paper (64..1024)  256 x 256   see below     see below           see below           see below
-lite  (16..256)   128 x 128   see below     see below           see below           see below
-================  ==========  ============  ==================  ==================  =====================
+Cost per slice (parameters and FLOPs counted with ``torch.utils.flop_counter.FlopCounterMode``, a multiply-add
+counts 2; "inference" = encoder + segmentation decoder + classifier, as the predictor runs it). CPU times:
+torch 2.14, fp32, 2 threads, batch 16, on the 2-core development VM while other jobs shared it (load 3-4).
 
-(The table is filled in by ``bench/model_cost.py``-style measurement; see ``MEASURED`` below for the numbers
-recorded when the configurations were chosen.)
+=======  =====  ==========  ===================  ================  ==========================================
+config   input  parameters  GFLOPs all heads     GFLOPs inference  CPU per slice (inference)
+=======  =====  ==========  ===================  ================  ==========================================
+paper    256    93.20 M     268.3                171.7             1.49 s  -> ~7.5 min for a 300-slice CT
+lite     128    2.41 M      2.25                 1.40              16-25 ms -> 300-slice CT in 6 s
+tiny     64     0.15 M      0.053                0.032             tests only
+unet     256    1.98 M      9.89 (seg only)      -                 -
+cnn      256    0.92 M      0.20 (cls only)      -                 -
+=======  =====  ==========  ===================  ================  ==========================================
+
+``lite`` was chosen among same-topology candidates (inference GFLOPs / best ms per slice): widths 8..128 at
+128 px (0.64 / 7-10 ms), 12..192 at 128 px (1.40 / 16 ms), 16..256 at 128 px (2.46 / 32 ms), 8..128 at 256 px
+(2.54 / 30-53 ms). 12..192 at 128 px meets the "300 slices in about 10 s on 2 cores" target with margin; the
+predictor also runs only lung-containing slices. Whole ``Predictor.predict`` on a 300 x 512 x 512 phantom CT
+(236 lung slices run): 5.9 s total, 24 ms per slice, resizing 512 <-> 128 and thresholding < 5 % of it.
+Those numbers need ``OMP_WAIT_POLICY=PASSIVE`` on a shared CPU: with OpenMP's default spin-waiting the same
+run took 15 s and a training step 10x longer (measured), as the two threads spin against other processes.
 """
 from __future__ import annotations
 
@@ -83,13 +93,14 @@ class ModelConfig:
 CONFIGS: dict[str, ModelConfig] = {
     # Exactly the paper: 256 x 256 input, encoder 64 -> 1024, classifier conv at full width, dense 128/64.
     "paper": ModelConfig(name="paper"),
-    # Same topology, 1/4 of the widths and 1/4 of the pixels: ~1/256 of the paper's FLOPs, so a 300-slice
-    # volume runs in a few seconds on 2 CPU cores (numbers in MEASURED). The classifier conv is narrowed to
-    # 64 so the flattened map (64 x 8 x 8) keeps the first dense layer small.
-    "lite": ModelConfig(name="lite", features=(16, 32, 64, 128, 256), image_size=128, cls_conv=64),
-    # For tests only: trains in seconds at 64 x 64.
-    "tiny": ModelConfig(name="tiny", features=(8, 16, 32, 64, 64), image_size=64, cls_conv=16,
-                        cls_dense=(32, 16), dropout=0.2),
+    # Same topology, 3/16 of the widths and 1/4 of the pixels: 1/120 of the paper's inference FLOPs, so a
+    # 300-slice CT runs in seconds on 2 CPU cores (table above). The classifier conv is narrowed to 64 so the
+    # flattened map (64 x 8 x 8) keeps the first dense layer small.
+    "lite": ModelConfig(name="lite", features=(12, 24, 48, 96, 192), image_size=128, cls_conv=64),
+    # For tests only: 0.15 M parameters at 64 x 64. No dropout: with so few weights it only slowed the
+    # classifier down (measured on phantoms).
+    "tiny": ModelConfig(name="tiny", features=(4, 8, 16, 32, 32), image_size=64, cls_conv=32,
+                        cls_dense=(32, 16), dropout=0.0),
     # Baselines (experiment 2: U-Net; experiment 3: CNN classifier).
     "unet": ModelConfig(name="unet", arch="unet", features=(32, 32, 64, 128, 256, 32), image_size=256,
                         norm="instance", default_tasks=("seg",)),

@@ -33,6 +33,7 @@ OUTPUT_KEYS: dict[str, str] = {"recon": "recon", "seg": "seg_logits", "cls": "cl
 
 DOWNSAMPLE = (False, True, True, True, False)
 """Which encoder levels start with a stride-2 conv: three halvings, 256 -> 32."""
+SEG_PRIOR_LOGIT = -3.0
 
 
 def conv3x3(in_channels: int, out_channels: int, norm: str, strides: int = 1) -> Convolution:
@@ -128,7 +129,12 @@ class MultiTaskNet(nn.Module):
         f = config.features
         self.encoder = Encoder(config.in_channels, f, config.norm)
         self.recon_decoder = Decoder(f, config.in_channels, config.norm) if "recon" in self.tasks else None
-        self.seg_decoder = Decoder(f, 1, config.norm) if "seg" in self.tasks else None
+        self.seg_decoder = None
+        if "seg" in self.tasks:
+            self.seg_decoder = Decoder(f, 1, config.norm)
+            # lesions cover a few % of a slice: start at that prior (sigmoid(-3) = 0.05) instead of 0.5
+            # everywhere, which gives the soft Dice a useful gradient from the first step
+            nn.init.constant_(self.seg_decoder.head.bias, SEG_PRIOR_LOGIT)
         self.classifier = None
         if "cls" in self.tasks:
             map_size = config.image_size // 2 ** sum(DOWNSAMPLE)

@@ -13,7 +13,8 @@ Which slices, and which class each slice teaches:
 * Class per slice from the volume's label: ``normal`` and ``other`` -> every kept slice gets that class;
   ``non-covid`` -> every kept slice is "not COVID" (only P(covid) is supervised); ``covid`` *with a mask* ->
   slices with lesion are COVID, slices without lesion get **no** class (unknown), so clean lung is never
-  taught to be COVID; ``covid`` without a mask -> every kept slice is COVID (a weak label, the only one
+  taught to be COVID; ``other`` with a mask -> slices with lesion are "other", slices without are only
+  "not COVID"; ``covid``/``other`` without a mask -> every kept slice takes the label (a weak label, the only one
   available); no label -> no class. A 2D image (one slice) always takes its image's label, since whoever
   labelled it labelled that slice.
 * A slice of an image with a mask is a segmentation sample whether or not it shows lesion (an empty mask is a
@@ -92,8 +93,10 @@ def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: 
     if label == "non-covid":
         weight[CLASSES.index("covid")] = 1.0  # target 0 on P(covid), the other outputs unknown
         return target, weight
-    if label == "covid" and lesion_in_slice is False and not single_slice:
-        return target, weight  # clean slice of a COVID volume: its class is unknown
+    if lesion_in_slice is False and not single_slice and label in ("covid", "other"):
+        if label == "other":  # a clean slice of a non-COVID infection: only "not COVID" is certain
+            weight[CLASSES.index("covid")] = 1.0
+        return target, weight  # a clean slice of a COVID volume: its class is unknown
     target[CLASSES.index(label)] = 1.0
     weight[:] = 1.0
     return target, weight

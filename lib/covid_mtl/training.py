@@ -35,7 +35,7 @@ from .errors import CovidMTLError
 from .losses import MultiTaskLoss
 from .network import build_model
 from .predictor import resolve_device
-from .slices import VolumeRecord, as_records, build_dataset, summarize
+from .slices import as_records, build_dataset, summarize
 from .train_step import EpochStats, make_eval_iteration, make_train_iteration
 
 
