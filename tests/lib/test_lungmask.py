@@ -143,3 +143,20 @@ def test_real_cropped_chest_splits_the_two_lungs(real_ct: Path) -> None:
         sizes = np.bincount(labels.ravel())[1:]
         assert sizes.max() >= 0.8 * sizes.sum()  # one main body per lung
     assert 0.3 < lm.volume_ml(RIGHT_LUNG) / lm.volume_ml() < 0.7
+
+
+def test_large_volumes_use_the_coarse_grid_and_keep_the_volume() -> None:
+    """The speed path (every 2nd pixel in-plane) agrees with the phantom's true lung."""
+    from covid_mtl.image import Image
+    from covid_mtl.lungmask import FULL_RES_MAX_VOXELS
+    from covid_mtl.phantom import make_phantom
+
+    phantom = make_phantom("covid", seed=5, shape=(136, 512, 512), spacing=(2.5, 0.7, 0.7))
+    assert phantom.hu.size > FULL_RES_MAX_VOXELS
+    image = Image(phantom.hu.astype(np.float32), (2.5, 0.7, 0.7), phantom.affine, True, "phantom")
+    lm = lung_mask(image, lesion=phantom.lesion)
+    assert "computed_at_1/2_in_plane" in lm.flags
+    truth = phantom.lung > 0
+    found = lm.labels > 0
+    assert 2 * (truth & found).sum() / (truth.sum() + found.sum()) > 0.97
+    assert lm.volume_ml() == pytest.approx(truth.sum() * 2.5 * 0.49 / 1000, rel=0.03)

@@ -97,7 +97,14 @@ class CovidMTLTrain(BasicTrainTask):
     def train_data_loader(self, context: Context, num_workers: int = 0, shuffle: bool = True):
         dataset = build_dataset(context.train_datalist, self._image_size(context), transform=train_transforms())
         steps = int(context.request.get("steps_per_epoch", 0))
-        sampler = RandomSampler(dataset, num_samples=steps * context.train_batch_size) if steps > 0 else RandomSampler(dataset)
+        if context.multi_gpu:  # MONAI Label's DDP path: each rank trains on its own share of the slices
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(dataset, shuffle=True)
+        elif steps > 0:
+            sampler = RandomSampler(dataset, num_samples=steps * context.train_batch_size)
+        else:
+            sampler = RandomSampler(dataset)
         return DataLoader(dataset, batch_size=context.train_batch_size, sampler=sampler, num_workers=num_workers)
 
     def val_data_loader(self, context: Context, num_workers: int = 0):
