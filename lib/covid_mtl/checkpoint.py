@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, parse_tasks
+from .atomic import atomic_write
 from .errors import CovidMTLError
 from .image import CLASSES
 
@@ -79,17 +79,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
         "versions": versions(),
         "meta": {"saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(meta or {})},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
 
 

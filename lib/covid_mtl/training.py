@@ -29,6 +29,7 @@ from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
 from .augment import eval_transforms, train_transforms
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import get_config, parse_tasks
 from .errors import CovidMTLError
@@ -137,17 +138,13 @@ def plot_learning_curves(history: list[dict[str, Any]], path: str | os.PathLike)
             ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=100, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2).encode())
 
 
 def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequence[Any] | None,

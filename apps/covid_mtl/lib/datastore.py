@@ -12,8 +12,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from typing import Any, Dict
 
@@ -22,6 +20,7 @@ from fastapi import HTTPException
 from filelock import FileLock
 from lib.http_guard import max_upload_bytes, public_message
 
+from covid_mtl.atomic import atomic_write as core_atomic_write
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
 from covid_mtl.io import read_image
@@ -69,34 +68,9 @@ def check_classification(info: Dict[str, Any]) -> None:
         )
 
 
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # makes the rename itself durable
-    finally:
-        os.close(fd)
-
-
 def atomic_write(dest: str, source: str | None = None, data: bytes | None = None) -> None:
-    """Put ``source``'s bytes (or ``data``) at ``dest`` atomically: same-folder temp file, fsync, rename."""
-    folder = os.path.dirname(dest) or "."
-    fd, tmp = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if source is not None:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            else:
-                out.write(data or b"")
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the other datastore files are world-readable like the folder
-        os.replace(tmp, dest)
-        _fsync_dir(folder)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The core's atomic replace, with the staging prefix that start-up cleans after a crash."""
+    core_atomic_write(dest, data, source=source, prefix=STAGING_PREFIX)
 
 
 class ValidatingDatastore(LocalDatastore):

@@ -2,28 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import CovidMTLError
 from ..image import Image
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # A reader (the MONAI Label datastore, Slicer) must never see a half-written mask.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def mask_affine(like: Image) -> np.ndarray:
@@ -51,7 +36,7 @@ def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
             raise CovidMTLError(f"{out}: a PNG holds one slice, the mask has {data.shape[0]}")
         buffer = io.BytesIO()
         PILImage.fromarray(data[0]).save(buffer, format="PNG")
-        _atomic_write(out, buffer.getvalue())
+        atomic_write(out, buffer.getvalue())
         return out
     if not (name.endswith(".nii.gz") or name.endswith(".nii")):
         raise CovidMTLError(f"{out}: masks are written as .nii.gz, .nii or .png")
@@ -63,5 +48,5 @@ def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
         import gzip
 
         payload = gzip.compress(payload, mtime=0)
-    _atomic_write(out, payload)
+    atomic_write(out, payload)
     return out
