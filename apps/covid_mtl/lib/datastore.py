@@ -53,11 +53,13 @@ def _check_size(path: str, what: str) -> None:
                                                     f"{limit / 2**20:.0f} MB (COVID_MTL_MAX_UPLOAD_MB)")
 
 
-def _read(path: str, what: str):
+def read_or_422(path: str, what: str | None = None):
+    """``read_image``, with an unreadable file answered 422 and a message that names no server folder."""
     try:
         return read_image(path)
     except CovidMTLError as exc:
-        raise HTTPException(status_code=422, detail=f"{what}: {public_message(str(exc))}") from exc
+        message = public_message(str(exc))
+        raise HTTPException(status_code=422, detail=f"{what}: {message}" if what else message) from exc
 
 
 def check_classification(info: Dict[str, Any]) -> None:
@@ -83,7 +85,7 @@ class ValidatingDatastore(LocalDatastore):
         default_id, image_ext = self._to_id(os.path.basename(image_filename))
         image_id = check_id(image_id or default_id)
         _check_size(image_filename, "uploaded image")
-        _read(image_filename, "uploaded image")
+        read_or_422(image_filename, "uploaded image")
         image_info = dict(image_info or {})
         check_classification(image_info)
         name = self._filename(image_id, image_ext)
@@ -105,8 +107,8 @@ class ValidatingDatastore(LocalDatastore):
         label_info = dict(label_info or {})
         check_classification(label_info)
         _check_size(label_filename, "uploaded label")
-        label = _read(label_filename, "uploaded label")
-        image = _read(self.get_image_uri(image_id), f"image {image_id}")
+        label = read_or_422(label_filename, "uploaded label")
+        image = read_or_422(self.get_image_uri(image_id), f"image {image_id}")
         if label.shape != image.shape:
             raise HTTPException(
                 status_code=422,

@@ -15,10 +15,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from fastapi import HTTPException
+from lib.datastore import read_or_422
 
-from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES, Image
-from covid_mtl.io import read_image, write_mask
+from covid_mtl.io import write_mask
 from covid_mtl.predictor import Predictor
 from covid_mtl.summary import model_version, summarize
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -89,10 +89,7 @@ class CovidMTLInfer(InferTask):
         path = request.get("image")
         if not isinstance(path, str) or not path or not os.path.exists(path):
             raise HTTPException(status_code=404, detail=f"image {request.get('image')!r} not found")
-        try:
-            return read_image(path)
-        except CovidMTLError as exc:
-            raise HTTPException(status_code=422, detail=str(exc).replace(os.path.dirname(path) + os.sep, "")) from exc
+        return read_or_422(path)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
