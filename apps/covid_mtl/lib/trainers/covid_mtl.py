@@ -135,7 +135,10 @@ class CovidMTLTrain(BasicTrainTask):
         return torch.optim.Adam(context.network.parameters(), lr=float(context.request.get("learning_rate", 1e-4)))
 
     def loss_function(self, context: Context) -> MultiTaskLoss:
-        return MultiTaskLoss(_unwrap(context.network).tasks)
+        # One loss for the trainer, the evaluator and the metrics (they read its lambdas).
+        if getattr(context, "covid_mtl_loss", None) is None:
+            context.covid_mtl_loss = MultiTaskLoss(_unwrap(context.network).tasks)
+        return context.covid_mtl_loss
 
     def _lambdas(self, context: Context) -> Dict[str, float]:
         return self.loss_function(context).lambdas
