@@ -139,8 +139,11 @@ class Predictor:
         nz, ny, nx = array.shape
         lung = lung_slices(array, image.is_hu)
         run = lung if (self.skip_non_lung and lung.any()) else np.ones(nz, dtype=bool)
-        scaled = normalize_array(array, image.is_hu, image.bit_depth)
-        t_normalized = time.perf_counter()
+        # HU windowing and bit-depth scaling are per voxel, so they run per batch on the slices that run; only
+        # min-max scaling (neither HU nor a bit depth) needs the whole volume first.
+        per_voxel = image.is_hu or bool(image.bit_depth)
+        whole = None if per_voxel else normalize_array(array, False, None)
+        t_prepared = time.perf_counter()
 
         want_seg, want_cls = "seg" in self.heads, "cls" in self.heads
         mask = np.zeros((nz, ny, nx), dtype=np.uint8) if want_seg else None
@@ -151,7 +154,8 @@ class Predictor:
         z_run = np.flatnonzero(run)
         for start in range(0, z_run.size, self.batch_size):
             zs = z_run[start:start + self.batch_size]
-            batch = torch.from_numpy(scaled[zs]).to(self.device)
+            scaled = normalize_array(array[zs], image.is_hu, image.bit_depth) if per_voxel else whole[zs]
+            batch = torch.from_numpy(scaled).to(self.device)
             x = resize_slices(batch, size, "bilinear")[:, None].contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16) if amp else torch.autocast("cpu", enabled=False):
                 probs = probabilities(self.model(x, heads=self.heads))
@@ -174,11 +178,11 @@ class Predictor:
         details["slices_run"] = int(z_run.size)
         t_end = time.perf_counter()
         timings = {
-            "normalize_s": t_normalized - t_start,
-            "network_s": t_network - t_normalized,
+            "prepare_s": t_prepared - t_start,
+            "network_s": t_network - t_prepared,  # normalise, resize, network, resize back
             "aggregate_s": t_end - t_network,
             "total_s": t_end - t_start,
-            "ms_per_slice": 1000 * (t_network - t_normalized) / max(1, z_run.size),
+            "ms_per_slice": 1000 * (t_network - t_prepared) / max(1, z_run.size),
         }
         return Prediction(
             mask=mask, probabilities=probabilities_, label=label, slice_probabilities=slice_probs,
