@@ -14,19 +14,13 @@ if str(MODULE_DIR) not in sys.path:
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip) provides MRML outside the Slicer application")
 
 
-from tests.slicer.slicer_helpers import add_volume, oblique_ijk_to_ras  # noqa: E402  (needs slicer importable)
+from tests.slicer.slicer_helpers import add_volume, application_scene, oblique_ijk_to_ras  # noqa: E402  (needs slicer importable)
 
 
 @pytest.fixture
 def scene():
-    """A fresh scene with what the application always has in it: default color tables, a subject hierarchy."""
-    mrml_scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(mrml_scene)
-    slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(mrml_scene)
-    yield mrml_scene
-    colors.SetMRMLScene(None)
-    mrml_scene.Clear(True)
+    with application_scene() as mrml_scene:
+        yield mrml_scene
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Helpers shared by the Slicer module's tests: synthetic volumes on an oblique grid, NIfTI comparisons."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -36,3 +38,17 @@ def nifti_zyx(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def save_nifti_zyx(array_zyx: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     nib.save(nib.Nifti1Image(np.ascontiguousarray(array_zyx.transpose(2, 1, 0)), affine), str(path))
     return path
+
+
+@contextmanager
+def application_scene() -> Iterator["slicer.vtkMRMLScene"]:
+    """A fresh scene with what the application always has in it: default color tables, a subject hierarchy."""
+    scene = slicer.vtkMRMLScene()
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(scene)
+    slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    try:
+        yield scene
+    finally:
+        colors.SetMRMLScene(None)
+        scene.Clear(True)

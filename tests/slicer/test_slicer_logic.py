@@ -23,7 +23,7 @@ from CovidMTLLib import scene as mrml
 from CovidMTLLib.client import CovidMTLLogicError
 from CovidMTLLib.logic import CLASSES, IMAGE_ID_ATTRIBUTE, SEGMENT_NAME, CovidMTLLogic
 from tests.server import copy_studies, running_server
-from tests.slicer.slicer_helpers import nifti_zyx
+from tests.slicer.slicer_helpers import application_scene, nifti_zyx
 
 SAMPLE_CT = "covid_002.nii.gz"  # unlabelled in sample_data/, so "next case" still has others to offer
 REAL_CT = "totalsegmentator_example/example_ct_sm.nii.gz"  # 30 real slices: a short inference on CPU
@@ -40,13 +40,8 @@ def server(tmp_path_factory, sample_data):
 
 @pytest.fixture(scope="module")
 def module_scene():
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(scene)
-    slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
-    yield scene
-    colors.SetMRMLScene(None)
-    scene.Clear(True)
+    with application_scene() as scene:
+        yield scene
 
 
 @pytest.fixture(scope="module")
