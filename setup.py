@@ -42,7 +42,7 @@ setup(
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     include_package_data=True,
-    package_data={"covid_mtl": ["models/*.pt"]},
+    package_data={"covid_mtl": ["nets/models/*.pt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["covid-mtl=covid_mtl.cli:main"]},

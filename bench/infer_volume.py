@@ -25,8 +25,8 @@ SPACING = (1.0, 0.7, 0.7)
 
 def phantom_path() -> Path:
     """The benchmark CT, generated once and cached (about 30 s)."""
-    from covid_mtl.phantom import make_phantom
-    from covid_mtl.sample_data import nifti_bytes
+    from covid_mtl.demo.phantom import make_phantom
+    from covid_mtl.demo.sample_data import nifti_bytes
 
     path = OUT / "phantom_300x512x512.nii.gz"
     if not path.exists():
@@ -38,8 +38,8 @@ def phantom_path() -> Path:
 
 def library_rows(checkpoint: str, ct: Path, device: str, repeats: int) -> list[dict[str, Any]]:
     from covid_mtl.io import read_image
-    from covid_mtl.predictor import Predictor
-    from covid_mtl.summary import summarize
+    from covid_mtl.predict.predictor import Predictor
+    from covid_mtl.measure.summary import summarize
 
     rows = []
     variants = {"baseline": {"batch_size": 1, "skip_non_lung": False}, "candidate": {}}
@@ -97,7 +97,7 @@ def server_rows(checkpoint: str, ct: Path, repeats: int) -> list[dict[str, Any]]
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from covid_mtl.packaged import packaged_model_path
+    from covid_mtl.nets.packaged import packaged_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=packaged_model_path())

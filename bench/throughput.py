@@ -52,10 +52,10 @@ def forward_rate(model, size: int, batch: int, device: torch.device, dtype: torc
 
 
 def train_rate(config_name: str, device: torch.device, batch: int, steps: int) -> float:
-    from covid_mtl.config import get_config
-    from covid_mtl.losses import MultiTaskLoss
-    from covid_mtl.network import build_model
-    from covid_mtl.train_step import train_step
+    from covid_mtl.nets.config import get_config
+    from covid_mtl.train.losses import MultiTaskLoss
+    from covid_mtl.nets.factory import build_model
+    from covid_mtl.train.step import train_step
 
     config = get_config(config_name)
     model = build_model(config).to(device)
@@ -81,8 +81,8 @@ def train_rate(config_name: str, device: torch.device, batch: int, steps: int) -
 
 def forward_rows(config_name: str, device: torch.device, batches: list[int], seconds: float,
                  try_compile: bool) -> list[dict[str, Any]]:
-    from covid_mtl.config import get_config
-    from covid_mtl.network import build_model
+    from covid_mtl.nets.config import get_config
+    from covid_mtl.nets.factory import build_model
 
     config = get_config(config_name)
     model = build_model(config).eval().to(device)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from covid_mtl.checkpoint import load_checkpoint
+from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.image import CLASSES
 from covid_mtl.io import read_image
 from tests.server import Server, copy_app, copy_studies, start, stop

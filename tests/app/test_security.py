@@ -22,7 +22,7 @@ import torch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from covid_mtl.checkpoint import load_checkpoint
+from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.errors import CovidMTLError
 from tests.server import ROOT, Server, copy_studies, running_server
 
@@ -188,7 +188,7 @@ def test_file_names_and_ids_never_leave_the_datastore(server: Server, realm: Rea
 
 
 def test_model_files_cannot_be_replaced_over_http(server: Server, realm: Realm, tmp_path) -> None:
-    from covid_mtl.packaged import packaged_model_path
+    from covid_mtl.nets.packaged import packaged_model_path
 
     admin = bearer(realm.token(ADMIN, ANNOTATOR, USER))
     packaged = Path(packaged_model_path())

@@ -14,8 +14,8 @@ from PIL import Image as PILImage
 from covid_mtl.cli import main
 from covid_mtl.commands.analyze import find_cases
 from covid_mtl.image import CLASSES
-from covid_mtl.phantom import make_phantom
-from covid_mtl.sample_data import lung_window_u8, nifti_bytes, write_ct_series
+from covid_mtl.demo.phantom import make_phantom
+from covid_mtl.demo.sample_data import lung_window_u8, nifti_bytes, write_ct_series
 
 SHAPE, SPACING = (8, 64, 64), (5.0, 2.5, 2.5)
 
@@ -24,9 +24,9 @@ SHAPE, SPACING = (8, 64, 64), (5.0, 2.5, 2.5)
 def checkpoint(tmp_path_factory) -> Path:
     import torch
 
-    from covid_mtl.checkpoint import save_checkpoint
-    from covid_mtl.config import get_config
-    from covid_mtl.network import build_model
+    from covid_mtl.nets.checkpoint import save_checkpoint
+    from covid_mtl.nets.config import get_config
+    from covid_mtl.nets.factory import build_model
 
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", build_model(get_config("tiny")))
@@ -102,7 +102,7 @@ def test_analyze_refuses_a_missing_checkpoint(cases: Path, tmp_path: Path) -> No
 
 
 def test_report_key_slices_follow_the_lesion() -> None:
-    from covid_mtl.report import key_slices
+    from covid_mtl.measure.report import key_slices
 
     lesion = np.zeros((40, 8, 8), np.uint8)
     lesion[30:40, :4, :4] = 1

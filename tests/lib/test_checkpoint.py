@@ -4,11 +4,11 @@ import os
 import pytest
 import torch
 
-from covid_mtl.checkpoint import load_checkpoint, load_model, save_checkpoint
-from covid_mtl.config import get_config
+from covid_mtl.nets.checkpoint import load_checkpoint, load_model, save_checkpoint
+from covid_mtl.nets.config import get_config
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES
-from covid_mtl.network import build_model
+from covid_mtl.nets.factory import build_model
 
 torch.set_num_threads(1)
 

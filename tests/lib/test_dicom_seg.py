@@ -7,12 +7,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from covid_mtl.dicom_seg import SEGMENT_LABEL, write_dicom_seg
+from covid_mtl.measure.dicom_seg import SEGMENT_LABEL, write_dicom_seg
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import Image
 from covid_mtl.io import read_image
-from covid_mtl.phantom import make_phantom
-from covid_mtl.sample_data import write_ct_series
+from covid_mtl.demo.phantom import make_phantom
+from covid_mtl.demo.sample_data import write_ct_series
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 

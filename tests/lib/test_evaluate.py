@@ -1,4 +1,4 @@
-"""``covid_mtl.evaluate``: known metrics from a hand-made prediction set, and the real loop + CLI."""
+"""``covid_mtl.evaluation.evaluate``: known metrics from a hand-made prediction set, and the real loop + CLI."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +12,7 @@ import pytest
 
 from covid_mtl import evaluate as ev
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.phantom import make_phantom
+from covid_mtl.demo.phantom import make_phantom
 
 PHANTOM_SHAPE = (4, 64, 64)
 
@@ -128,9 +128,9 @@ def test_bad_inputs():
 
 
 def _untrained_checkpoint(path: Path, config: str, tasks=None) -> Path:
-    from covid_mtl.checkpoint import save_checkpoint
-    from covid_mtl.config import get_config
-    from covid_mtl.network import build_model
+    from covid_mtl.nets.checkpoint import save_checkpoint
+    from covid_mtl.nets.config import get_config
+    from covid_mtl.nets.factory import build_model
 
     return save_checkpoint(path, build_model(get_config(config), tasks))
 

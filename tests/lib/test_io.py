@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io import read_image, write_mask
-from covid_mtl.normalize import HU_WINDOW, normalize, normalize_array
+from covid_mtl.io.normalize import HU_WINDOW, normalize, normalize_array
 
 REAL_CASES = {
     # relative path: (shape zyx, spacing zyx, has lung-like air inside the body)

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from covid_mtl.config import get_config
-from covid_mtl.losses import MultiTaskLoss
-from covid_mtl.network import build_model
+from covid_mtl.nets.config import get_config
+from covid_mtl.train.losses import MultiTaskLoss
+from covid_mtl.nets.factory import build_model
 
 torch.set_num_threads(1)
 

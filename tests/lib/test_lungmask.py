@@ -8,8 +8,8 @@ import pytest
 
 from covid_mtl.image import Image
 from covid_mtl.io import read_image
-from covid_mtl.lungmask import LEFT_LUNG, RIGHT_LUNG, lung_mask
-from covid_mtl.phantom import make_phantom
+from covid_mtl.measure.lungmask import LEFT_LUNG, RIGHT_LUNG, lung_mask
+from covid_mtl.demo.phantom import make_phantom
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -148,8 +148,8 @@ def test_real_cropped_chest_splits_the_two_lungs(real_ct: Path) -> None:
 def test_large_volumes_use_the_coarse_grid_and_keep_the_volume() -> None:
     """The speed path (every 2nd pixel in-plane) agrees with the phantom's true lung."""
     from covid_mtl.image import Image
-    from covid_mtl.lungmask import FULL_RES_MAX_VOXELS
-    from covid_mtl.phantom import make_phantom
+    from covid_mtl.measure.lungmask import FULL_RES_MAX_VOXELS
+    from covid_mtl.demo.phantom import make_phantom
 
     phantom = make_phantom("covid", seed=5, shape=(136, 512, 512), spacing=(2.5, 0.7, 0.7))
     assert phantom.hu.size > FULL_RES_MAX_VOXELS

@@ -4,9 +4,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from covid_mtl.config import CONFIGS, TASK_SETS, get_config, parse_tasks
+from covid_mtl.nets.config import CONFIGS, TASK_SETS, get_config, parse_tasks
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.network import MultiTaskNet, build_model, probabilities
+from covid_mtl.nets.factory import build_model
+from covid_mtl.nets.network import MultiTaskNet, probabilities
 
 torch.set_num_threads(1)  # the test machine is shared; one thread avoids OpenMP oversubscription
 

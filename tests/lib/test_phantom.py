@@ -4,7 +4,7 @@ import pytest
 from scipy import ndimage
 
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.phantom import OTHER_PATTERNS, make_phantom
+from covid_mtl.demo.phantom import OTHER_PATTERNS, make_phantom
 
 SMALL = (12, 64, 64)
 

@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from covid_mtl.aggregate import aggregate, top_k
-from covid_mtl.checkpoint import save_checkpoint
-from covid_mtl.config import get_config
+from covid_mtl.predict.aggregate import aggregate, top_k
+from covid_mtl.nets.checkpoint import save_checkpoint
+from covid_mtl.nets.config import get_config
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES, Image
-from covid_mtl.network import build_model
-from covid_mtl.phantom import make_phantom
-from covid_mtl.predictor import Prediction, Predictor
+from covid_mtl.nets.factory import build_model
+from covid_mtl.demo.phantom import make_phantom
+from covid_mtl.predict.predictor import Prediction, Predictor
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.lungmask import LEFT_LUNG, RIGHT_LUNG, LungMask, lung_mask, unavailable
-from covid_mtl.phantom import make_phantom
-from covid_mtl.quantify import (
+from covid_mtl.measure.lungmask import LEFT_LUNG, RIGHT_LUNG, LungMask, lung_mask, unavailable
+from covid_mtl.demo.phantom import make_phantom
+from covid_mtl.measure.quantify import (
     DEFAULT_BINS,
     TOTALSEGMENTATOR_LOBES,
     TOTALSEGMENTATOR_V1_LOBES,
@@ -162,7 +162,7 @@ def test_phantom_measures_within_tolerance(kind: str, seed: int) -> None:
 
 def test_measure_is_lung_mask_plus_quantify() -> None:
     from covid_mtl.image import Image
-    from covid_mtl.quantify import measure
+    from covid_mtl.measure.quantify import measure
 
     ph = make_phantom("covid", 2, shape=(12, 96, 96), spacing=(5.0, 2.0, 2.0))
     image = Image(ph.hu.astype(np.float32), ph.spacing, ph.affine, True, "phantom")

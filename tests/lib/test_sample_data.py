@@ -10,9 +10,9 @@ import pytest
 from PIL import Image as PILImage
 
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.manifest import read_manifest
-from covid_mtl.phantom import DEFAULT_SHAPE, make_phantom
-from covid_mtl.sample_data import DICOM_CASE, default_command, plan_cases, write_sample_data
+from covid_mtl.io.manifest import read_manifest
+from covid_mtl.demo.phantom import DEFAULT_SHAPE, make_phantom
+from covid_mtl.demo.sample_data import DICOM_CASE, default_command, plan_cases, write_sample_data
 
 COMMITTED = Path(__file__).resolve().parents[2] / "sample_data"
 TINY = (4, 48, 48)

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from covid_mtl.checkpoint import load_checkpoint
+from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import Image
-from covid_mtl.phantom import make_phantom
-from covid_mtl.slices import as_records, build_dataset, class_target, image_slices, lung_slices, summarize
-from covid_mtl.training import TrainConfig, split_records, train
+from covid_mtl.demo.phantom import make_phantom
+from covid_mtl.io.slices import lung_slices
+from covid_mtl.train.samples import as_records, build_dataset, class_target, image_slices, summarize
+from covid_mtl.train.loop import TrainConfig, split_records, train
 
 torch.set_num_threads(1)  # the test machine is shared; one thread avoids OpenMP oversubscription
 

@@ -109,11 +109,11 @@ def find_cases(inputs: list[str]) -> tuple[list[Case], list[str]]:
 
 def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: bool = True) -> dict[str, Any]:
     """Run one case end to end and write its outputs; returns the report dict (also saved as report.json)."""
-    from ..dicom_seg import write_dicom_seg
+    from ..measure.dicom_seg import write_dicom_seg
     from ..io import read_image, write_mask
-    from ..lungmask import lung_mask
-    from ..summary import summarize
-    from ..report import write_report
+    from ..measure.lungmask import lung_mask
+    from ..measure.summary import summarize
+    from ..measure.report import write_report
 
     start = time.perf_counter()
     image = read_image(case.path)
@@ -197,9 +197,9 @@ def write_summary(rows: list[dict[str, Any]], path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..packaged import packaged_model_path
-    from ..predictor import Predictor
-    from ..summary import model_version
+    from ..nets.packaged import packaged_model_path
+    from ..predict.predictor import Predictor
+    from ..measure.summary import model_version
 
     checkpoint = args.checkpoint or packaged_model_path()
     if checkpoint is None:

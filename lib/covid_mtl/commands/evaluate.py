@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..manifest import SPLITS
+from ..io.manifest import SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate, format_table  # torch / monai load only when the command runs
+    from ..evaluation.evaluate import evaluate, format_table  # torch / monai load only when the command runs
 
     result = evaluate(args.manifest, args.checkpoint, args.out,
                       split=None if args.split == "all" else args.split,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..manifest import SPLITS
+from ..io.manifest import SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import format_markdown, run_experiment  # torch / monai load only when the command runs
+    from ..evaluation.experiment import format_markdown, run_experiment  # torch / monai load only when the command runs
 
     results = run_experiment(args.manifest, args.config, args.out, epochs=args.epochs, max_steps=args.max_steps,
                              patience=args.patience, batch_size=args.batch_size, lr=args.lr, device=args.device,

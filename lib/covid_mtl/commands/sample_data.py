@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..phantom import DEFAULT_SHAPE
-from ..sample_data import default_command, write_sample_data
+from ..demo.phantom import DEFAULT_SHAPE
+from ..demo.sample_data import default_command, write_sample_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 
-from ..config import CONFIGS
+from ..nets.config import CONFIGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..manifest import read_manifest
-    from ..training import TrainConfig, split_records, train
+    from ..io.manifest import read_manifest
+    from ..train.loop import TrainConfig, split_records, train
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     config = TrainConfig(config=args.config, tasks=args.tasks, epochs=args.epochs, patience=args.patience,

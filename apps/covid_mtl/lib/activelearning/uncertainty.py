@@ -1,7 +1,7 @@
 """Active learning: which unlabeled image should the radiologist correct next.
 
 Score = entropy of the three class probabilities + mean binary entropy of the lesion probability map, as
-computed by ``covid_mtl.predictor.Predictor.uncertainty`` (both in nats; higher = less certain). Scores are
+computed by ``covid_mtl.predict.predictor.Predictor.uncertainty`` (both in nats; higher = less certain). Scores are
 cached in the image info under ``covid_mtl_uncertainty`` with the model they came from, so the datastore
 shows them and a new model triggers re-scoring.
 """

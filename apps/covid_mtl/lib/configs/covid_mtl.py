@@ -17,7 +17,7 @@ from typing import Optional
 from lib.infers.covid_mtl import CovidMTLInfer
 from lib.trainers.covid_mtl import CovidMTLTrain
 
-from covid_mtl.packaged import packaged_model_path
+from covid_mtl.nets.packaged import packaged_model_path
 from monailabel.interfaces.config import TaskConfig
 from monailabel.utils.others.generic import strtobool
 

@@ -1,6 +1,6 @@
 """Infer task ``covid_mtl``: one call returns the lesion mask on the input grid and the classification JSON.
 
-A thin adapter over :class:`covid_mtl.predictor.Predictor` (the one predicting path): read the image with
+A thin adapter over :class:`covid_mtl.predict.predictor.Predictor` (the one predicting path): read the image with
 ``covid_mtl.io.read_image``, predict, quantify, write the mask. The model file is re-checked on every call so a
 model published by training is served from the next request on, without a restart.
 """
@@ -19,8 +19,8 @@ from lib.datastore import read_or_422
 
 from covid_mtl.image import CLASSES, Image
 from covid_mtl.io import write_mask
-from covid_mtl.predictor import Predictor
-from covid_mtl.summary import model_version, summarize
+from covid_mtl.predict.predictor import Predictor
+from covid_mtl.measure.summary import model_version, summarize
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 MONAI Label's ``BasicTrainTask`` gives the request handling, output folders, train stats, early stopping and
 the multi-GPU (DDP) path; this class plugs in the core's network, partial-label loss, slice datasets and the
-one training step (``covid_mtl.train_step``). The served model is only ever replaced by an atomic rename of a
+one training step (``covid_mtl.train.step``). The served model is only ever replaced by an atomic rename of a
 complete checkpoint, so infer never loads a half-written file and a crashed run leaves it untouched.
 """
 from __future__ import annotations
@@ -17,13 +17,13 @@ from ignite.metrics import Metric
 from lib.trainers.datalist import datastore_records, split_records
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from covid_mtl.augment import eval_transforms, train_transforms
-from covid_mtl.checkpoint import load_model, save_checkpoint
-from covid_mtl.config import get_config
-from covid_mtl.losses import MultiTaskLoss
-from covid_mtl.network import build_model
-from covid_mtl.slices import build_dataset
-from covid_mtl.train_step import EpochStats, make_eval_iteration, make_train_iteration
+from covid_mtl.train.augment import eval_transforms, train_transforms
+from covid_mtl.nets.checkpoint import load_model, save_checkpoint
+from covid_mtl.nets.config import get_config
+from covid_mtl.train.losses import MultiTaskLoss
+from covid_mtl.nets.factory import build_model
+from covid_mtl.train.samples import build_dataset
+from covid_mtl.train.step import EpochStats, make_eval_iteration, make_train_iteration
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import StatsHandler
 from monailabel.interfaces.datastore import Datastore

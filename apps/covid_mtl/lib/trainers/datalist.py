@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
-from covid_mtl.manifest import read_manifest
+from covid_mtl.io.manifest import read_manifest
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from .config import TASKS, ModelConfig, parse_tasks
-from .errors import CovidMTLError
+from ..errors import CovidMTLError
 
 OUTPUT_KEYS: dict[str, str] = {"recon": "recon", "seg": "seg_logits", "cls": "cls_logits"}
 """Task name -> key of its output in the forward dict."""
@@ -174,13 +174,3 @@ def probabilities(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "cls_logits" in outputs:
         probs["cls"] = torch.sigmoid(outputs["cls_logits"])
     return probs
-
-
-def build_model(config: ModelConfig, tasks: Sequence[str] | str | None = None) -> nn.Module:
-    """The network for ``config.arch`` with the heads for ``tasks`` (None: the config's default tasks)."""
-    from .baselines import CNNClassifier, UNetBaseline  # baselines share the forward-dict interface
-
-    builders = {"mtl": MultiTaskNet, "unet": UNetBaseline, "cnn": CNNClassifier}
-    if config.arch not in builders:
-        raise CovidMTLError(f"config {config.name!r}: unknown arch {config.arch!r}")
-    return builders[config.arch](config, parse_tasks(tasks, config))

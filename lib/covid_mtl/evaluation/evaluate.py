@@ -20,13 +20,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from . import metrics, plots
-from .errors import CovidMTLError
-from .image import CLASSES, Image
-from .io import read_image
-from .manifest import ManifestRow, read_manifest
-from .normalize import normalize_array
-from .predictor import Predictor
+from . import metrics
+from . import plots
+from ..errors import CovidMTLError
+from ..image import CLASSES, Image
+from ..io import read_image
+from ..io.manifest import ManifestRow, read_manifest
+from ..io.normalize import normalize_array
+from ..predict.predictor import Predictor
 
 N_OVERLAYS = 6
 
@@ -73,7 +74,7 @@ def score_case(name: str, label: str | None, probabilities: Any, pred_mask: np.n
 
 
 def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
-    """All measures for a set of evaluated cases (conventions in :mod:`covid_mtl.metrics`).
+    """All measures for a set of evaluated cases (conventions in :mod:`covid_mtl.evaluation.metrics`).
 
     Keys: ``n_cases``; ``segmentation`` (None without masks); ``covid_vs_rest`` (None without labelled
     cases with probabilities); ``three_class`` (None unless two or more of covid/normal/other are labelled);

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import CovidMTLError
-from .image import Image
+from ..errors import CovidMTLError
+from ..image import Image
 
 RIGHT_LUNG = 1
 LEFT_LUNG = 2

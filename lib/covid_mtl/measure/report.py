@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from .image import Image
+from ..image import Image
 from .lungmask import LungMask
 
 LUNG_WINDOW = (-1000.0, 400.0)
@@ -113,7 +113,7 @@ def write_report(
     """Write ``<out_stem>.png`` and ``<out_stem>.pdf``; returns both paths.
 
     ``prediction``: ``label``, ``probabilities`` ({class: p}) and optionally ``model_version``.
-    ``measures``: the dict of :func:`covid_mtl.quantify.quantify` (None skips the measures block).
+    ``measures``: the dict of :func:`covid_mtl.measure.quantify.quantify` (None skips the measures block).
     """
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)

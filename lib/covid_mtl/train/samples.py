@@ -1,8 +1,8 @@
 """Training samples: the 2D axial slices of labelled images, at the model's input size.
 
 Records (``VolumeRecord``: image path, mask path or None, class label or None) come from a manifest
-(``covid_mtl.manifest.read_manifest`` rows) or from any list of dicts (the MONAI Label train task builds its own).
-Each image is read with ``covid_mtl.io.read_image`` and scaled with ``covid_mtl.normalize`` (the same rule the
+(``covid_mtl.io.manifest.read_manifest`` rows) or from any list of dicts (the MONAI Label train task builds its own).
+Each image is read with ``covid_mtl.io.read_image`` and scaled with ``covid_mtl.io.normalize`` (the same rule the
 predictor uses); masks are read the same way and any non-zero voxel is lesion.
 
 Which slices, and which class each slice teaches:
@@ -32,17 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.data import Dataset
-from monai.transforms import Resize
 
-from .errors import CovidMTLError
-from .image import CLASSES, LABELS, Image
-
-LUNG_HU_RANGE: tuple[float, float] = (-950.0, -500.0)
-"""Aerated lung (about -850 HU) and most ground-glass; excludes air (-1000) and soft tissue."""
-LUNG_MIN_FRACTION = 0.01
-"""A slice contains lung when at least this fraction of its pixels lies in LUNG_HU_RANGE (lenient, so lung
-apices and bases count; abdomen slices with bowel gas at -1000 HU do not)."""
-
+from ..errors import CovidMTLError
+from ..image import CLASSES, LABELS, Image
+from ..io.slices import lung_slices, resize_slices
 
 @dataclass(frozen=True)
 class VolumeRecord:
@@ -72,15 +65,6 @@ def as_records(items: Iterable[object]) -> list[VolumeRecord]:
     return records
 
 
-def lung_slices(array: np.ndarray, is_hu: bool) -> np.ndarray:
-    """Boolean (z,): which axial slices contain lung. Without HU every slice counts."""
-    if not is_hu:
-        return np.ones(array.shape[0], dtype=bool)
-    low, high = LUNG_HU_RANGE
-    fraction = ((array >= low) & (array <= high)).reshape(array.shape[0], -1).mean(axis=1)
-    return fraction >= LUNG_MIN_FRACTION
-
-
 def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(target, weight)`` for the three sigmoid outputs of one slice by the rule in the module docstring.
 
@@ -102,20 +86,11 @@ def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: 
     return target, weight
 
 
-def resize_slices(stack: np.ndarray | torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """(n, h, w) -> (n, size, size) float32 tensor; slices ride in the channel axis of MONAI ``Resize``."""
-    tensor = torch.as_tensor(stack, dtype=torch.float32)
-    if tuple(tensor.shape[-2:]) == (size, size):
-        return tensor.clone()
-    resized = Resize(spatial_size=(size, size), mode=mode, anti_aliasing=False)(tensor)
-    return resized.as_tensor() if hasattr(resized, "as_tensor") else resized  # plain tensor, not MetaTensor
-
-
 def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image_size: int,
                  normalized: np.ndarray | None = None) -> list[dict]:
     """Samples of one read image: dicts with ``image``/``mask`` (1, S, S) float32, ``has_mask`` (scalar),
     ``cls_target``/``cls_weight`` (3,), ``source`` and ``z`` (slice index in the image)."""
-    from .normalize import normalize_array
+    from ..io.normalize import normalize_array
 
     array = image.array
     if mask is not None and mask.shape != array.shape:
@@ -149,7 +124,7 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image
 
 def read_mask(path: str, image: Image) -> np.ndarray:
     """A lesion mask on ``image``'s grid as uint8 0/1 (any non-zero voxel is lesion)."""
-    from .io import read_image
+    from ..io import read_image
 
     mask = read_image(path).array
     if mask.shape != image.array.shape:
@@ -160,7 +135,7 @@ def read_mask(path: str, image: Image) -> np.ndarray:
 
 def record_slices(record: VolumeRecord, image_size: int) -> list[dict]:
     """Read one record's image (and mask) and cut it into samples."""
-    from .io import read_image
+    from ..io import read_image
 
     image = read_image(record.image)
     mask = read_mask(record.mask, image) if record.mask else None
@@ -169,7 +144,7 @@ def record_slices(record: VolumeRecord, image_size: int) -> list[dict]:
 
 def build_dataset(records: Sequence[object], image_size: int, transform=None, progress: bool = False) -> Dataset:
     """A MONAI ``Dataset`` of the slices of ``records`` (see ``as_records``); ``transform`` is applied per
-    sample each time it is drawn (``covid_mtl.augment.train_transforms`` for training)."""
+    sample each time it is drawn (``covid_mtl.train.augment.train_transforms`` for training)."""
     from tqdm.auto import tqdm
 
     from .augment import eval_transforms

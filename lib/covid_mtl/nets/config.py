@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .errors import CovidMTLError
+from ..errors import CovidMTLError
 
 TASKS: tuple[str, ...] = ("recon", "seg", "cls")
 """All heads: image reconstruction, lesion segmentation, 3-class classification."""

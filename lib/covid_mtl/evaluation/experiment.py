@@ -3,8 +3,8 @@
 Amyar et al. 2020 compare, for segmentation (their Table 2), the multi-task model with reconstruction (T1),
 segmentation (T2) and classification (T3) against T1&T2, T2&T3 and a plain U-Net, and for classification
 (Table 3) against an 8-layer CNN. :func:`run_experiment` trains each *arm* with the one training function
-(``covid_mtl.training.train``) on the manifest's train/val rows, evaluates it with the one ``Predictor`` on
-the chosen split via ``covid_mtl.evaluate``, and writes ``results.md`` + ``results.json``: one row per arm
+(``covid_mtl.train.loop.train``) on the manifest's train/val rows, evaluates it with the one ``Predictor`` on
+the chosen split via ``covid_mtl.evaluation.evaluate``, and writes ``results.md`` + ``results.json``: one row per arm
 with Dice, accuracy, sensitivity, specificity and AUC ("n/a" where the arm has no such head) next to the
 numbers the paper reports.
 
@@ -22,12 +22,12 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from .config import CONFIGS, ModelConfig, get_config
-from .errors import CovidMTLError
+from ..nets.config import CONFIGS, ModelConfig, get_config
+from ..errors import CovidMTLError
 from .evaluate import compute_metrics, evaluate_rows, select_rows, write_report
-from .manifest import read_manifest
-from .predictor import Predictor
-from .training import TrainConfig, split_records, train
+from ..io.manifest import read_manifest
+from ..predict.predictor import Predictor
+from ..train.loop import TrainConfig, split_records, train
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Arm:
 
     key: str
     title: str
-    arch: str  # "mtl", "unet" or "cnn" (covid_mtl.config.ModelConfig.arch)
+    arch: str  # "mtl", "unet" or "cnn" (covid_mtl.nets.config.ModelConfig.arch)
     tasks: tuple[str, ...]
 
 

@@ -3,12 +3,12 @@
 Used by ``covid-mtl evaluate``/``analyze``, the MONAI Label infer task and the benchmarks, so a fix or a speed-up
 lands everywhere at once. Steps:
 
-1. lung-containing slices (``covid_mtl.slices.lung_slices``; all slices for non-HU images);
-2. the whole image scaled to [0, 1] by ``covid_mtl.normalize`` (the rule training used);
+1. lung-containing slices (``covid_mtl.train.samples.lung_slices``; all slices for non-HU images);
+2. the whole image scaled to [0, 1] by ``covid_mtl.io.normalize`` (the rule training used);
 3. slices in batches on the device: resized to the model size (the training resize), encoder + segmentation
    decoder + classifier (never the reconstruction decoder), sigmoid; the lesion probabilities are resized back
    to the slice's own size (bilinear) and thresholded at 0.5, so the mask is on the input grid;
-4. slice probabilities -> volume probabilities by ``covid_mtl.aggregate`` (top-k mean over lung slices).
+4. slice probabilities -> volume probabilities by ``covid_mtl.predict.aggregate`` (top-k mean over lung slices).
 
 By default the network runs on the lung-containing slices only (``skip_non_lung``): the others can hold no lung
 lesion, get an empty mask and no slice probabilities (NaN), and a chest CT's first and last slices cost nothing.
@@ -26,23 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from .aggregate import TOP_FRACTION, aggregate
-from .checkpoint import load_model
-from .errors import CovidMTLError
-from .image import CLASSES, Image
-from .network import probabilities
-from .slices import LUNG_HU_RANGE, LUNG_MIN_FRACTION, lung_slices, resize_slices
+from ..nets.checkpoint import load_model
+from ..device import resolve_device
+from ..errors import CovidMTLError
+from ..image import CLASSES, Image
+from ..nets.network import probabilities
+from ..io.slices import LUNG_HU_RANGE, LUNG_MIN_FRACTION, lung_slices, resize_slices
 
 THRESHOLD = 0.5
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given (an unusable device raises)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CovidMTLError("device 'cuda' requested but CUDA is not available")
-    return device
 
 
 def binary_entropy(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -130,7 +121,7 @@ class Predictor:
     @torch.inference_mode()
     def predict(self, image: Image) -> Prediction:
         """Mask on ``image``'s grid, volume and slice probabilities, aggregation details, timings."""
-        from .normalize import normalize_array
+        from ..io.normalize import normalize_array
 
         t_start = time.perf_counter()
         array = image.array

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .image import Image
+from ..image import Image
 
 HU_WINDOW: tuple[float, float] = (-1000.0, 400.0)
 

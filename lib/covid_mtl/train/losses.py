@@ -10,7 +10,7 @@
 A term whose labels are all missing in the batch gets weight 0 exactly (and value 0), so a batch of unlabelled
 images trains only what it can. The result carries each term's value and weight for logging.
 
-Batch keys (see ``covid_mtl.slices``): ``image`` (B,1,H,W) in [0,1], ``mask`` (B,1,H,W) in {0,1}, ``has_mask`` (B,),
+Batch keys (see ``covid_mtl.train.samples``): ``image`` (B,1,H,W) in [0,1], ``mask`` (B,1,H,W) in {0,1}, ``has_mask`` (B,),
 ``cls_target`` (B,C), ``cls_weight`` (B,C).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-from .config import TASKS
+from ..nets.config import TASKS
 
 
 @dataclass

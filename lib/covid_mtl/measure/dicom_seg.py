@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CovidMTLError
-from .image import Image
+from ..errors import CovidMTLError
+from ..image import Image
 
 SEGMENT_LABEL = "COVID-19 lesion"
 ALGORITHM_NAME = "covid-mtl"

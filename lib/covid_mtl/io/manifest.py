@@ -1,4 +1,6 @@
-"""The manifest every command reads: a CSV with ``image``, ``mask``, ``label``, ``split`` columns.
+"""The manifest every command reads: a CSV with ``image``, ``mask``, ``label``, ``split`` columns, and optionally
+``source`` (which collection an image comes from: validation keeps some of each) and ``group`` (which patient or
+scan it belongs to: a group never straddles the training/validation split).
 
 Paths are relative to the CSV's folder or absolute; empty cells mean unknown. Any non-zero mask voxel is
 lesion (the three MedSeg lesion labels merge into one).
@@ -10,11 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CovidMTLError
-from .image import LABELS
+from ..errors import CovidMTLError
+from ..image import LABELS
 
 SPLITS = ("train", "val", "test")
-COLUMNS = ("image", "mask", "label", "split")
+COLUMNS = ("image", "mask", "label", "split", "source", "group")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class ManifestRow:
     label: str | None
     split: str | None
     row: int  # line number in the CSV (header is line 1), for messages
+    source: str | None = None
+    group: str | None = None
 
 
 def _resolve(value: str, base: Path, what: str, where: str) -> str:
@@ -61,7 +65,8 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             if split is not None and split not in SPLITS:
                 raise CovidMTLError(f"{where}: unknown split {split!r}; expected one of {list(SPLITS)} or empty")
             mask = _resolve(cells["mask"], base, "mask", where) if cells.get("mask") else None
-            rows.append(ManifestRow(_resolve(cells["image"], base, "image", where), mask, label, split, line))
+            rows.append(ManifestRow(_resolve(cells["image"], base, "image", where), mask, label, split, line,
+                                    cells.get("source") or None, cells.get("group") or None))
     if not rows:
         raise CovidMTLError(f"{csv_path}: manifest has no rows")
     return rows

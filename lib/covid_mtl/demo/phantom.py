@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import CovidMTLError
-from .image import CLASSES
+from ..errors import CovidMTLError
+from ..image import CLASSES
 
 DEFAULT_SHAPE: tuple[int, int, int] = (32, 160, 160)
 DEFAULT_SPACING: tuple[float, float, float] = (5.0, 2.2, 2.2)

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import CovidMTLError
-from .image import Image
+from ..errors import CovidMTLError
+from ..image import Image
 from .lungmask import LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, LungMask, lung_mask
 
 SeverityBins = Sequence[tuple[float, bool]]

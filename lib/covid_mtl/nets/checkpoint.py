@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, parse_tasks
-from .atomic import atomic_write
-from .errors import CovidMTLError
-from .image import CLASSES
+from .factory import build_model
+from ..atomic import atomic_write
+from ..errors import CovidMTLError
+from ..image import CLASSES
 
 FORMAT_VERSION = 1
 
@@ -108,7 +109,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
     """Rebuild the network a checkpoint describes, load its weights, move it to ``device``, eval mode."""
-    from .network import build_model
 
     checkpoint = load_checkpoint(path)
     model = build_model(checkpoint.config, checkpoint.tasks)

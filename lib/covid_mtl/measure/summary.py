@@ -10,9 +10,9 @@ import os
 import time
 from typing import Any
 
-from .image import Image
+from ..image import Image
 from .lungmask import LungMask
-from .predictor import Prediction, Predictor
+from ..predict.predictor import Prediction, Predictor
 from .quantify import measure
 
 

@@ -1,6 +1,6 @@
 """From slice probabilities to one volume-level classification.
 
-Rule (``top_k_mean``): over the *lung-containing* slices (``covid_mtl.slices.lung_slices``; every slice for
+Rule (``top_k_mean``): over the *lung-containing* slices (``covid_mtl.train.samples.lung_slices``; every slice for
 non-HU images; every slice when none passes the lung test), with ``k = max(1, ceil(top_fraction * n))``:
 
 * P(covid) = mean of the k highest slice P(covid),
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CovidMTLError
-from .image import CLASSES
+from ..errors import CovidMTLError
+from ..image import CLASSES
 
 TOP_FRACTION = 0.1
 """Share of the lung-containing slices averaged for each class (at least one slice)."""

@@ -15,7 +15,8 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 from .config import ModelConfig, parse_tasks
-from .errors import CovidMTLError
+from .network import check_heads
+from ..errors import CovidMTLError
 
 
 class UNetBaseline(nn.Module):
@@ -31,7 +32,6 @@ class UNetBaseline(nn.Module):
                               features=config.features, norm=(config.norm, {"affine": True}))
 
     def forward(self, x: torch.Tensor, heads: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        from .network import check_heads
 
         check_heads(self, heads)
         return {"seg_logits": self.unet(x)}
@@ -61,7 +61,6 @@ class CNNClassifier(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, heads: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        from .network import check_heads
 
         check_heads(self, heads)
         if x.shape[-2:] != (self.config.image_size,) * 2:

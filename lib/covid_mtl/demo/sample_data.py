@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image as PILImage
 from tqdm import tqdm
 
-from .errors import CovidMTLError
-from .image import CLASSES
+from ..errors import CovidMTLError
+from ..image import CLASSES
 from .phantom import DEFAULT_SHAPE, DEFAULT_SPACING, Phantom, check_grid, check_seed, make_phantom
 
 LUNG_WINDOW = (-1000.0, 400.0)
@@ -223,7 +223,7 @@ def _readme_text(cases: list[SampleCase], command: str) -> str:
     unlabelled = ", ".join(c.image for c in cases if not c.labelled) or "none"
     return f"""# Sample data (synthetic)
 
-Every file here is a **synthetic chest-CT phantom** made by `covid_mtl.phantom.make_phantom`; no patient data.
+Every file here is a **synthetic chest-CT phantom** made by `covid_mtl.demo.phantom.make_phantom`; no patient data.
 Regenerate byte-for-byte with
 
     {command}

@@ -1,6 +1,6 @@
 """Training loop on MONAI's ignite engines: ``train(config, records_train, records_val, out_dir)``.
 
-A ``SupervisedTrainer`` runs the one multi-task step (``covid_mtl.train_step.make_train_iteration``), a
+A ``SupervisedTrainer`` runs the one multi-task step (``covid_mtl.train.step.make_train_iteration``), a
 ``SupervisedEvaluator`` runs the validation step after every epoch; ignite's ``EarlyStopping`` stops when the
 validation loss has not improved for ``patience`` epochs. After each epoch: ``last.pt`` and (when the validation
 loss improved) ``model.pt`` are written atomically, and ``history.json`` and ``learning_curves.png`` are
@@ -29,15 +29,15 @@ from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
 from .augment import eval_transforms, train_transforms
-from .atomic import atomic_write
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import get_config, parse_tasks
-from .errors import CovidMTLError
+from ..atomic import atomic_write
+from ..device import resolve_device
+from ..nets.checkpoint import load_checkpoint, save_checkpoint
+from ..nets.config import get_config, parse_tasks
+from ..errors import CovidMTLError
 from .losses import MultiTaskLoss
-from .network import build_model
-from .predictor import resolve_device
-from .slices import as_records, build_dataset, summarize
-from .train_step import EpochStats, make_eval_iteration, make_train_iteration
+from ..nets.factory import build_model
+from .samples import as_records, build_dataset, summarize
+from .step import EpochStats, make_eval_iteration, make_train_iteration
 
 
 @dataclass

@@ -30,8 +30,8 @@ import torch
 from monai.metrics import compute_dice
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-from .errors import CovidMTLError
-from .image import CLASSES, LABELS
+from ..errors import CovidMTLError
+from ..image import CLASSES, LABELS
 
 POSITIVE = "covid"
 
