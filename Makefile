@@ -9,10 +9,19 @@ PORT   ?= 8000
 STUDIES ?= sample_data
 CONF   ?=
 PYTEST_ARGS ?=
+# The browser review app (web/covid_mtl_web) has its own venv: its trame-slicer needs slicer-layer-dm, which pins
+# slicer-core 5.11, and the project's tests use slicer-core 5.13 (see web/requirements.txt).
+WEB_VENV := .venv-web
+WEB_BIN  := $(WEB_VENV)/bin
+WEB_STAMP := $(WEB_VENV)/.installed-$(shell sha1sum web/requirements.txt | cut -c1-12)
+WEB_HOST ?= 127.0.0.1
+WEB_PORT ?= 8080
+SERVER   ?= http://127.0.0.1:$(PORT)
+CHROMIUM ?= /usr/bin/chromium
 # torch's OpenMP busy-waits by default, which crawls when anything else shares the cores (see lib/covid_mtl/__init__.py).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install serve test bench sample-data model clean
+.PHONY: install serve test bench sample-data model clean web web-install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +40,7 @@ serve: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)/lib:$$PYTHONPATH" \
 	  $(BIN)/monailabel start_server --app apps/covid_mtl --studies $(STUDIES) --host $(HOST) --port $(PORT) $(CONF)
 
-test: install
+test: install web-install $(CHROMIUM)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 bench: install
@@ -51,4 +60,29 @@ model: install
 	cp $(MODEL_RUN)/run/model.pt lib/covid_mtl/models/covid_mtl_lite.pt
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(WEB_VENV)
+
+# Review in the browser: `make serve` in one terminal, `make web` in another, then open http://127.0.0.1:8080.
+# Loopback only unless WEB_HOST is set (the page shows patient images and writes labels, with no login).
+$(WEB_BIN)/python:
+	$(PYTHON) -m venv $(WEB_VENV)
+	$(WEB_BIN)/pip install -q --upgrade pip
+
+$(WEB_STAMP): web/requirements.txt | $(WEB_BIN)/python
+	$(WEB_BIN)/pip install -r web/requirements.txt
+	rm -f $(WEB_VENV)/.installed-*
+	touch $@
+
+web-install: $(WEB_STAMP)
+
+web: web-install
+	@echo "covid-mtl review page on http://$(WEB_HOST):$(WEB_PORT) for the server at $(SERVER) (Ctrl-C stops it)"
+	PYTHONPATH="$(CURDIR)/web" $(WEB_BIN)/python -m covid_mtl_web --host $(WEB_HOST) --port $(WEB_PORT) \
+	  --covid-mtl-server $(SERVER)
+
+# The browser test (tests/web) drives Debian's Chromium through Playwright; nothing is downloaded at run time.
+# VTK renders the views offscreen through EGL (Mesa), so no X server (xvfb) is needed. Without root or apt the
+# step only warns, and tests/web skips with the reason.
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium libegl1 libegl-mesa0 \
+	  libgl1-mesa-dri || echo "WARNING: could not install chromium: tests/web will be skipped"

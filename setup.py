@@ -31,6 +31,9 @@ TEST_REQUIRES = [
     "pytest>=7",
     "requests>=2.28",
     "slicer-core>=5.12",
+    # tests/web drives Debian's /usr/bin/chromium (installed by the Makefile); the wheel carries its own driver
+    # and nothing else is fetched (never `playwright install`). The web app itself lives in .venv-web.
+    "playwright==1.65.2",
 ]
 
 setup(

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import infer_volume, throughput
+from bench import infer_volume, lungmask, throughput
 
 
 def main() -> int:
     throughput.main(["--quick"] if "--quick" in sys.argv else [])
     infer_volume.main(["--repeats", "2"] if "--quick" in sys.argv else [])
+    lungmask.main(["--repeats", "1"] if "--quick" in sys.argv else [])
     try:
         from bench import load
     except ImportError:

@@ -11,15 +11,14 @@ import sys
 from typing import Dict
 
 from fastapi import HTTPException
-from lib import http_guard
+from lib import endpoint_hooks, http_guard
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.configs.covid_mtl import CovidMTLConfig
 from lib.datastore import ValidatingDatastore
-from lib.http_guard import public_message
 from lib.infer_request import check_infer_image
+from lib.params import refuse_final_tag
 from lib.scoring.uncertainty import UncertaintyScoring
-
-from covid_mtl.errors import CovidMTLError
+from lib.sessions import ValidatingSessions
 
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
@@ -50,10 +49,14 @@ def _ensure_pythonpath(app_dir: str) -> None:
 class CovidMTLApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         _ensure_pythonpath(app_dir)
-        if conf.get("max_upload_mb"):  # the guard and the datastore read the environment (so do task subprocesses)
+        # The guard, the datastore and the readers read the environment (so do task subprocesses).
+        if conf.get("max_upload_mb"):
             os.environ["COVID_MTL_MAX_UPLOAD_MB"] = str(float(conf["max_upload_mb"]))
+        if conf.get("max_image_mb"):
+            os.environ["COVID_MTL_MAX_IMAGE_MB"] = str(float(conf["max_image_mb"]))
         if "monailabel.app" in sys.modules:  # the server process; task subprocesses have no HTTP app
             http_guard.install(sys.modules["monailabel.app"].app)
+            endpoint_hooks.install()
         self.model_dir = os.path.join(app_dir, "model")
         self.task_config = CovidMTLConfig()
         self.task_config.init("covid_mtl", self.model_dir, conf, None)
@@ -69,17 +72,19 @@ class CovidMTLApp(MONAILabelApp):
         )
 
     def infer(self, request, datastore=None):
-        """Refuse unknown models and ids and client-chosen server paths before MONAI Label resolves them."""
+        """Refuse unknown models and ids, client-chosen server paths and the ``final`` tag before MONAI Label
+        resolves them. Batch infer (in its task subprocess) calls this for every image too."""
         model = request.get("model")
         if model not in self._infers:
             raise HTTPException(status_code=404, detail=f"unknown model {model!r}; available: {sorted(self._infers)}")
+        refuse_final_tag(request)  # MONAI Label saves the prediction under request["label_tag"]
         check_infer_image(request, datastore or self.datastore(), self.sessions())
-        try:
-            return super().infer(request, datastore)
-        except CovidMTLError as exc:
-            # The infer task turns unreadable inputs into 422 itself; what reaches here is the server's side
-            # (e.g. a published model file that cannot be loaded).
-            raise HTTPException(status_code=503, detail=f"the model could not run: {public_message(str(exc))}") from exc
+        return super().infer(request, datastore)
+
+    def _load_sessions(self, load=False):
+        if not load:
+            return None
+        return ValidatingSessions(settings.MONAI_LABEL_SESSION_PATH, settings.MONAI_LABEL_SESSION_EXPIRY)
 
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"

@@ -11,7 +11,7 @@ import sys
 
 from .errors import CovidMTLError
 
-COMMAND_MODULES = ("sample_data", "train", "evaluate", "experiment", "analyze")
+COMMAND_MODULES = ("sample_data", "prepare_data", "train", "evaluate", "experiment", "analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:

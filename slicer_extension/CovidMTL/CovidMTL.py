@@ -130,6 +130,7 @@ class CovidMTLWidget(ScriptedLoadableModuleWidget):
         result = self.run("Classifying", lambda: self.logic.classify_and_segment(volume, self.onProgress))
         if result is not None:
             self.ui.resultLabel.text = result.summary()
+            self.ui.warningsLabel.text = result.warnings_text()  # next to the numbers, marked <! name> there
             self.ui.classComboBox.setCurrentIndex(self.ui.classComboBox.findText(result.label))
             slicer.util.setSliceViewerLayers(background=volume)
             self.updateButtons()
@@ -148,6 +149,7 @@ class CovidMTLWidget(ScriptedLoadableModuleWidget):
         if node is not None:
             self.ui.inputVolumeSelector.setCurrentNode(node)
             self.ui.resultLabel.text = "Not classified yet"
+            self.ui.warningsLabel.text = ""
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
     def onTrain(self) -> None:

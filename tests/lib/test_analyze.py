@@ -15,7 +15,8 @@ from covid_mtl.cli import main
 from covid_mtl.commands.analyze import find_cases
 from covid_mtl.image import CLASSES
 from covid_mtl.demo.phantom import make_phantom
-from covid_mtl.demo.sample_data import lung_window_u8, nifti_bytes, write_ct_series
+from covid_mtl.demo.sample_data import nifti_bytes, write_ct_series
+from covid_mtl.io.normalize import lung_window_u8
 
 SHAPE, SPACING = (8, 64, 64), (5.0, 2.5, 2.5)
 
@@ -112,3 +113,68 @@ def test_report_key_slices_follow_the_lesion() -> None:
     lung = np.zeros_like(lesion)
     lung[10:30] = 1
     assert all(10 <= z < 30 for z in key_slices(np.zeros_like(lesion), lung))
+
+
+def test_warnings_reach_report_json_summary_and_page(cases: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """The self-checks travel with the case: report.json (top level and quantification), summary.csv, the page."""
+    out = tmp_path / "out"
+    assert main(["analyze", str(cases / "chest.nii.gz"), "--out", str(out), "--checkpoint", str(checkpoint),
+                 "--no-progress"]) == 0
+    report = json.loads((out / "chest" / "report.json").read_text())
+    names = [w["name"] for w in report["warnings"]]
+    # the 8x64x64 phantom holds ~90 mL of lung in a fully scanned chest: far below an adult's
+    assert "lung_volume_implausible" in names
+    assert report["quantification"]["warnings"] == report["warnings"]  # NIfTI: no reading warnings
+    implausible = next(w for w in report["warnings"] if w["name"] == "lung_volume_implausible")
+    assert "lung_ml" in implausible["affects"] and implausible["message"]
+    with open(out / "summary.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["warnings"].split(";") == names
+    assert report["lesion_volume_ml"] == report["quantification"]["lesion_ml"]  # quantify owns the number
+
+
+def test_non_conformant_uids_are_reported_once_per_series_not_per_file(checkpoint: Path, tmp_path: Path,
+                                                                       capfd) -> None:
+    import warnings
+
+    folder = tmp_path / "uuid_series"
+    files = write_ct_series(folder, make_phantom("normal", 6, shape=SHAPE, spacing=SPACING), "uuid_test")
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on setting the bad value too
+            ds.SOPInstanceUID = f"1b4e28ba-2fa1-11d2-883f-0016d3cca4{i:02d}"  # a UUID string: not a DICOM UID
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(path)
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        assert main(["analyze", str(folder), "--out", str(out), "--checkpoint", str(checkpoint), "--no-progress",
+                     "--no-dicom-seg"]) == 0
+    assert not [w for w in escaped if "VR UI" in str(w.message)]
+    assert "VR UI" not in capfd.readouterr().err  # no console line per file
+    report = json.loads((out / "uuid_series" / "report.json").read_text())
+    uid_warnings = [w for w in report["warnings"] if w["name"] == "dicom_nonconformant_uid"]
+    assert len(uid_warnings) == 1 and uid_warnings[0]["value"] >= len(files)
+    assert "1b4e28ba" in uid_warnings[0]["message"]
+
+
+def test_report_page_has_the_coronal_view_and_warning_lines(tmp_path: Path) -> None:
+    from covid_mtl.image import Image
+    from covid_mtl.measure.lungmask import lung_mask
+    from covid_mtl.measure.quantify import measure
+    from covid_mtl.measure.report import measure_lines, warning_lines, write_report
+    from covid_mtl.measure.report_coronal import coronal_row
+
+    ph = make_phantom("covid", 5, shape=SHAPE, spacing=SPACING)
+    image = Image(ph.hu.astype(np.float32), SPACING, ph.affine, True, "phantom")
+    lung = lung_mask(image, lesion=ph.lesion)
+    measures = measure(image, ph.lesion, lung=lung)
+    lines = measure_lines(measures)
+    assert any(line.startswith("Lung volume") and "<! lung_volume_implausible" in line for line in lines)
+    assert warning_lines(measures["warnings"])[0].startswith("! lung_volume_implausible:")
+    y = coronal_row(lung.labels, ph.lesion, SHAPE[1])
+    assert y == round(np.argwhere(lung.labels > 0)[:, 1].mean()) and lung.labels[:, y, :].any()
+    png, pdf = write_report(image, {"label": "covid", "probabilities": {"covid": 0.9}}, measures,
+                            tmp_path / "report", mask=ph.lesion, lung=lung)
+    assert pdf.read_bytes().startswith(b"%PDF") and PILImage.open(png).size[0] > 800

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from covid_mtl import evaluate as ev
+from covid_mtl.evaluation import evaluate as ev
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.demo.phantom import make_phantom
 
@@ -121,8 +121,16 @@ def test_heads_missing_give_none():
 def test_bad_inputs():
     with pytest.raises(CovidMTLError, match="differs"):
         ev.score_case("x", None, None, np.zeros((2, 2)), np.zeros((2, 3)))
-    with pytest.raises(CovidMTLError, match="lack classes"):
-        ev.probability_vector({"covid": 0.5})
+    with pytest.raises(CovidMTLError, match="lack P\\(covid\\)"):
+        ev.probability_vector({"normal": 0.5, "other": 0.1})
+    # a COVID-vs-rest model reports P(covid) only: its untrained outputs become NaN and are never scored
+    vector = ev.probability_vector({"covid": 0.5})
+    assert vector[0] == 0.5 and np.isnan(vector[1:]).all()
+    result = ev.compute_metrics([ev.score_case("a", "covid", {"covid": 0.9}, None, None),
+                                 ev.score_case("b", "non-covid", {"covid": 0.2}, None, None)], threshold=0.5)
+    assert result["three_class"] is None and result["covid_vs_rest"]["auc"] == 1.0
+    assert result["covid_vs_rest"]["at_model_threshold"]["accuracy"] == 1.0
+    assert result["cases"][0]["probabilities"] == {"covid": 0.9}
     with pytest.raises(CovidMTLError, match="3 class probabilities"):
         ev.probability_vector([0.5, 0.5])
 

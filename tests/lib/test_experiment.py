@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from covid_mtl import experiment as ex
+from covid_mtl.evaluation import experiment as ex
 from covid_mtl.errors import CovidMTLError
 
 from .test_evaluate import write_phantom_manifest

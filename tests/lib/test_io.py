@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io import read_image, write_mask
-from covid_mtl.io.normalize import HU_WINDOW, normalize, normalize_array
+from covid_mtl.io.normalize import LUNG_WINDOW, normalize, normalize_array
 
 REAL_CASES = {
     # relative path: (shape zyx, spacing zyx, has lung-like air inside the body)
@@ -111,10 +111,10 @@ def test_png_gray_and_bit_depth(tmp_path: Path, mode: str, dtype, depth: int) ->
 
 
 def test_hu_window() -> None:
-    values = np.array([-2000, -1000, -300, 400, 1500], np.float32)
+    values = np.array([-2000, -1350, -600, 150, 1500], np.float32)
     out = normalize_array(values, is_hu=True)
-    assert out.tolist() == pytest.approx([0.0, 0.0, 700 / 1400, 1.0, 1.0])
-    assert HU_WINDOW == (-1000.0, 400.0)
+    assert out.tolist() == pytest.approx([0.0, 0.0, 750 / 1500, 1.0, 1.0])
+    assert LUNG_WINDOW == (-1350.0, 150.0)  # W 1500 / L -600
 
 
 def _ct_slice(path: Path, z: float, series_uid: str, modality: str = "CT", rows: int = 32) -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from covid_mtl import metrics, plots
+from covid_mtl.evaluation import metrics, plots
 from covid_mtl.errors import CovidMTLError
 
 # Eight cases: label, P(covid), and the three sigmoid outputs (covid, normal, other).

@@ -174,3 +174,81 @@ def test_measure_is_lung_mask_plus_quantify() -> None:
     png = Image(np.zeros((1, 32, 32), np.float32), None, None, False, "slice.png", bit_depth=8)
     flat = measure(png, np.ones((1, 32, 32), np.uint8))
     assert flat["lesion_ml"] is None and flat["lesion_voxels"] == 1024 and not flat["lung_mask"]["available"]
+
+
+# --- issue 14: self-checks as named warnings -----------------------------------------------------------------
+
+def _names(result) -> list[str]:
+    return [w["name"] for w in result["warnings"]]
+
+
+def _chest_lungs(right_ml: float, left_ml: float, spacing=(10.0, 10.0, 10.0)) -> LungMask:
+    """Two box lungs inside a 12-slice stack (slices 0 and 11 empty: the chest is fully covered); 1 mL voxels."""
+    nz = 12
+    labels = np.zeros((nz, 40, 80), np.uint8)
+    for side, ml, x0 in ((RIGHT_LUNG, right_ml, 0), (LEFT_LUNG, left_ml, 40)):
+        n = int(round(ml / (np.prod(spacing) / 1000)))
+        flat = labels[1:nz - 1, :, x0:x0 + 40].reshape(-1)
+        flat[:n] = side
+        labels[1:nz - 1, :, x0:x0 + 40] = flat.reshape(nz - 2, 40, 40)
+    return LungMask(labels, True, None, spacing, True, [])
+
+
+def test_plausible_chest_has_no_warnings() -> None:
+    lung = _chest_lungs(2600, 2300)
+    r = quantify(np.zeros_like(lung.labels), lung, lung.spacing, hu=np.where(lung.labels > 0, -850.0, 40.0))
+    assert r["lung_ml"] == pytest.approx(4900) and r["warnings"] == []
+
+
+@pytest.mark.parametrize("right,left,name", [(4400, 4100, "lung_volume_implausible"),  # the 8.5 L report
+                                             (900, 800, "lung_volume_implausible"),
+                                             (3000, 1200, "lung_imbalance"), (3000, 0, "lung_imbalance")])
+def test_implausible_volume_and_imbalance_are_named(right: float, left: float, name: str) -> None:
+    lung = _chest_lungs(right, left)
+    r = quantify(np.zeros_like(lung.labels), lung, lung.spacing)
+    assert name in _names(r)
+    w = next(w for w in r["warnings"] if w["name"] == name)
+    assert w["message"] and ("percent_involved" in w["affects"]) and json.dumps(w)
+
+
+def test_imbalance_explained_by_missed_lesion_is_not_flagged() -> None:
+    lung = _chest_lungs(3000, 1500)
+    lesion = np.zeros_like(lung.labels)
+    assert "lung_imbalance" in _names(quantify(lesion, lung, lung.spacing))
+    lesion[0, :, 40:80] = 1  # 1600 mL of lesion outside the lung mask (a consolidated, collapsed lower lobe)
+    assert "lung_imbalance" not in _names(quantify(lesion, lung, lung.spacing))
+
+
+def test_dense_lung_mask_outside_the_lesion_is_flagged_and_lesion_excuses_it() -> None:
+    lung = _chest_lungs(2600, 2300)
+    hu = np.where(lung.labels > 0, -850.0, 40.0)
+    dense = np.zeros(hu.shape, bool)
+    dense[1:11, 0:8, :] = lung.labels[1:11, 0:8, :] > 0  # a quarter of the mask at liver HU
+    hu[dense] = 60.0
+    share = dense.sum() / (lung.labels > 0).sum()
+    assert 0.2 < share < 0.3
+    r = quantify(np.zeros_like(lung.labels), lung, lung.spacing, hu=hu)
+    assert _names(r) == ["lung_mask_dense"] and r["warnings"][0]["value"] == pytest.approx(share, abs=1e-4)
+    assert _names(quantify(dense.astype(np.uint8), lung, lung.spacing, hu=hu)) == []  # dense = the lesion
+    assert _names(quantify(np.zeros_like(lung.labels), lung, lung.spacing)) == []  # no HU: not checked
+
+
+def test_cut_scan_says_so_instead_of_judging_volume_or_sides() -> None:
+    lung = _chest_lungs(900, 300)  # too small and unbalanced, but the scan cuts the lungs
+    lung.labels[0] = lung.labels[1]
+    r = quantify(np.zeros_like(lung.labels), lung, lung.spacing)
+    assert _names(r) == ["lungs_not_fully_covered"] and r["warnings"][0]["value"] == ["first"]
+
+
+def test_measure_checks_the_hu_of_real_images() -> None:
+    from covid_mtl.image import Image
+    from covid_mtl.measure.quantify import measure
+
+    ph = make_phantom("covid", 2, shape=(12, 96, 96), spacing=(5.0, 2.0, 2.0))
+    hu = ph.hu.astype(np.float32)
+    image = Image(hu, ph.spacing, ph.affine, True, "phantom")
+    lung = lung_mask(image, lesion=ph.lesion > 0)
+    leaky = LungMask(np.where((lung.labels == 0) & (hu > 0) & (np.arange(96)[None, :, None] < 70), RIGHT_LUNG,
+                              lung.labels).astype(np.uint8), True, None, ph.spacing, True, [])
+    assert "lung_mask_dense" not in _names(measure(image, ph.lesion, lung=lung))
+    assert "lung_mask_dense" in _names(measure(image, ph.lesion, lung=leaky))

@@ -13,7 +13,8 @@ from covid_mtl.image import Image
 from covid_mtl.demo.phantom import make_phantom
 from covid_mtl.io.slices import lung_slices
 from covid_mtl.train.samples import as_records, build_dataset, class_target, image_slices, summarize
-from covid_mtl.train.loop import TrainConfig, split_records, train
+from covid_mtl.train.loop import TrainConfig, train
+from covid_mtl.train.selection import split_validation
 
 torch.set_num_threads(1)  # the test machine is shared; one thread avoids OpenMP oversubscription
 
@@ -86,17 +87,17 @@ def test_image_slices_check_the_mask_grid():
         image_slices(image, np.zeros((2, 8, 9), np.uint8), "covid", 16)
 
 
-def test_split_records_takes_a_seeded_fifth_of_train_when_there_is_no_val():
+def test_split_validation_takes_a_seeded_fifth_of_train_when_there_is_no_val():
     class Row:
         def __init__(self, i, split):
             self.image, self.mask, self.label, self.split = f"{i}.nii.gz", None, "normal", split
 
     rows = [Row(i, "train") for i in range(10)] + [Row(10, "test")]
-    train_rows, val_rows = split_records(rows, 0.2, seed=1)
+    train_rows, val_rows = split_validation(rows, 0.2, seed=1)
     assert len(val_rows) == 2 and len(train_rows) == 8 and not {r.image for r in val_rows} & {r.image for r in train_rows}
-    assert [r.image for r in split_records(rows, 0.2, seed=1)[1]] == [r.image for r in val_rows]
+    assert [r.image for r in split_validation(rows, 0.2, seed=1)[1]] == [r.image for r in val_rows]
     rows[0].split = "val"
-    assert split_records(rows)[1] == [rows[0]]
+    assert split_validation(rows)[1] == [rows[0]]
 
 
 def test_training_on_phantoms_learns_segmentation_and_classification(tmp_path):
@@ -104,8 +105,10 @@ def test_training_on_phantoms_learns_segmentation_and_classification(tmp_path):
     # val accuracy 0.43 (all "normal") -> 0.77 by step 550; the classifier "clicks" after ~400 steps.
     train_records = write_phantoms(tmp_path / "train", range(60))
     val_records = write_phantoms(tmp_path / "val", range(1000, 1012))
+    # without augmentation: the real-data augmentation (quarter turns, random windows) is sized for 40-minute runs
+    # and would need many more than 600 steps here; test_train_augmentation_keeps_masks_binary covers it
     config = TrainConfig(config="tiny", tasks="recon,seg,cls", epochs=100, patience=100, batch_size=8, lr=1e-3,
-                         seed=0, max_steps=600, device="cpu")
+                         seed=0, max_steps=600, device="cpu", augment=False)
     result = train(config, train_records, val_records, tmp_path / "run", progress=False)
     history = result.history
     first, last = history[0], history[-1]
@@ -123,7 +126,11 @@ def test_training_on_phantoms_learns_segmentation_and_classification(tmp_path):
     best_ckpt = load_checkpoint(result.best_checkpoint)
     assert best_ckpt.config.name == "tiny" and best_ckpt.tasks == ("recon", "seg", "cls")
     assert best_ckpt.meta["epoch"] == result.best_epoch
-    assert best_ckpt.meta["metrics"]["val_loss"] == pytest.approx(min(h["val_loss"] for h in history))
+    # the best checkpoint is the epoch with the highest selection score (Dice + COVID AUC), the first of ties
+    assert best_ckpt.meta["metrics"]["val_score"] == pytest.approx(max(h["val_score"] for h in history))
+    assert result.best_epoch == next(h["epoch"] for h in history if h["val_score"] == max(g["val_score"] for g in history))
+    assert best_ckpt.meta["decision"]["classes"] == ["covid", "normal", "other"]  # phantoms teach all three
+    assert 0.0 <= best_ckpt.meta["decision"]["threshold"] <= 1.0
 
 
 def test_cli_train_writes_checkpoints_and_fine_tunes_from_one(tmp_path):
@@ -150,3 +157,22 @@ def test_cli_train_writes_checkpoints_and_fine_tunes_from_one(tmp_path):
     assert tuned.meta["train_settings"]["init_loaded"] > 0
     assert main(["train", "--manifest", str(manifest), "--init", str(out / "model.pt"), "--config", "lite",
                  "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_train_augmentation_keeps_masks_binary_and_pixels_in_range():
+    from covid_mtl.train.augment import train_transforms
+
+    transform = train_transforms(seed=3)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(40):
+        image = rng.random((1, 32, 32), dtype=np.float32)
+        mask = np.zeros((1, 32, 32), np.float32)
+        mask[0, 8:20, 5:12] = 1
+        out = transform({"image": image, "mask": mask, "has_mask": np.float32(1),
+                         "cls_target": np.zeros(3, np.float32), "cls_weight": np.zeros(3, np.float32)})
+        assert isinstance(out["image"], torch.Tensor) and tuple(out["image"].shape) == (1, 32, 32)
+        assert set(torch.unique(out["mask"]).tolist()) <= {0.0, 1.0}
+        assert float(out["image"].min()) >= -0.2 and float(out["image"].max()) <= 1.2  # clipped window + faint noise
+        changed += not np.array_equal(out["mask"].numpy(), mask)
+    assert changed >= 20  # quarter turns, flips, rotations and zooms move the mask most of the time

@@ -115,6 +115,9 @@ def test_classify_builds_aligned_segmentation_and_returns_the_prediction(server,
     assert result.label in CLASSES and result.label == result.details["label"]
     assert set(result.probabilities) == set(CLASSES) and all(0.0 <= p <= 1.0 for p in result.probabilities.values())
     assert isinstance(result.quantification, dict) and "Prediction: " + result.label in result.summary()
+    # the server's named self-checks reach the panel and the segmentation node (issue 14)
+    assert isinstance(result.details["warnings"], list) and result.warnings == result.details["warnings"]
+    assert result.segmentation_node.GetAttribute("CovidMTL.Warnings") == ";".join(w["name"] for w in result.warnings)
 
     mask = assert_segmentation_matches(volume, result)
     if result.lesion_volume_ml is not None:  # the panel's volume is the segment's voxels x voxel volume

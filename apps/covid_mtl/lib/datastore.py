@@ -1,37 +1,49 @@
-"""A LocalDatastore that refuses bad uploads with a 4xx and never leaves a half-written file.
+"""A LocalDatastore that refuses bad uploads with a 4xx and has one writer for ``datastore_v2.json``.
 
-MONAI Label's LocalDatastore copies whatever it is given; a label of the wrong shape or an image that cannot be
-read would only fail later, inside training. Checks run before anything is written, so a refused request changes
-nothing on disk. Writes (images, labels, ``datastore_v2.json``) go to a temporary file in the destination folder,
-are fsynced and renamed over the target, all under the datastore's file lock: a server killed mid-save leaves the
-previous file or the new one, never a mix. Staging files a crash left behind are removed at start.
+MONAI Label's LocalDatastore copies whatever it is given and writes its in-memory copy of the datastore back on
+every change. Here:
+- uploads are read with ``covid_mtl.io.read_image`` before anything is written; a label must lie on its image's
+  grid (shape and affine, ``geometry.grid_difference``) and hold only 0 and 1;
+- every change is a read-modify-write of the file on disk under the file lock (``datastore_file.change``): a task
+  process (scoring, training) cannot write back a stale copy, and a change that fails changes nothing;
+- an existing image id is replaced only on request (``{"replace": true}``), and then its labels are deleted;
+- ids are the whole file stem: only the image extension is stripped (``1.2.840.113619.2.55.3.nii.gz`` ->
+  ``1.2.840.113619.2.55.3``).
+Staging files a crash left behind are removed at start.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from fastapi import HTTPException
 from filelock import FileLock
-from lib.http_guard import max_upload_bytes, public_message
+from lib import datastore_file
+from lib.datastore_file import STAGING_PREFIX
+from lib.geometry import grid_difference
+from lib.http_errors import to_http
+from lib.http_guard import max_upload_bytes
 
-from covid_mtl.atomic import atomic_write as core_atomic_write
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
 from covid_mtl.io import read_image
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ValidatingDatastore", "check_id", "check_tag", "read_or_422", "check_classification", "id_from_filename",
+           "STAGING_PREFIX", "REPLACE_KEY"]
 
 # Ids become file names in the studies folder: no separators, no "..", nothing hidden.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 SAFE_TAG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-STAGING_PREFIX = ".covid-mtl-staging-"
+REPLACE_KEY = "replace"
+DEFAULT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 
 
 def check_id(value: Any, what: str = "image id") -> str:
@@ -46,6 +58,21 @@ def check_tag(value: Any) -> str:
     return value
 
 
+def split_suffix(name: str, suffixes=DEFAULT_SUFFIXES) -> Tuple[str, str]:
+    """(stem, suffix) with only a known image suffix removed (the longest that matches, any case)."""
+    lower = name.lower()
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if suffix and lower.endswith(suffix.lower()) and len(name) > len(suffix):
+            return name[: -len(suffix)], name[-len(suffix):]
+    return name, ""
+
+
+def id_from_filename(filename: str) -> str:
+    """The id an upload without ``?image=`` gets: its file name without folders and without the image suffix."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    return split_suffix(base)[0]
+
+
 def _check_size(path: str, what: str) -> None:
     size, limit = os.path.getsize(path), max_upload_bytes()
     if size > limit:
@@ -53,13 +80,12 @@ def _check_size(path: str, what: str) -> None:
                                                     f"{limit / 2**20:.0f} MB (COVID_MTL_MAX_UPLOAD_MB)")
 
 
-def read_or_422(path: str, what: str | None = None):
+def read_or_422(path: str, what: Optional[str] = None):
     """``read_image``, with an unreadable file answered 422 and a message that names no server folder."""
     try:
         return read_image(path)
     except CovidMTLError as exc:
-        message = public_message(str(exc))
-        raise HTTPException(status_code=422, detail=f"{what}: {message}" if what else message) from exc
+        raise to_http(exc, prefix=what or "") from exc
 
 
 def check_classification(info: Dict[str, Any]) -> None:
@@ -70,89 +96,163 @@ def check_classification(info: Dict[str, Any]) -> None:
         )
 
 
-def atomic_write(dest: str, source: str | None = None, data: bytes | None = None) -> None:
-    """The core's atomic replace, with the staging prefix that start-up cleans after a crash."""
-    core_atomic_write(dest, data, source=source, prefix=STAGING_PREFIX)
+def check_label_values(label) -> None:
+    values = np.unique(label.array)
+    if not set(values.tolist()) <= {0.0, 1.0}:
+        raise HTTPException(status_code=422, detail=f"label values must be 0 or 1; found {values[:10].tolist()}")
 
 
 class ValidatingDatastore(LocalDatastore):
     def __init__(self, *args, **kwargs):
+        self._stamp = None  # what the in-memory copy was loaded from (see _fresh)
         super().__init__(*args, **kwargs)
         self._remove_staging_leftovers()
 
-    # ----- writes: validated, then atomic ----------------------------------------------------------------------
+    # ----- the one writer -------------------------------------------------------------------------------------
+    def _change(self):
+        return datastore_file.change(self._lock_file, self._datastore_config_path, self._datastore_path,
+                                     self._datastore, self._adopt)
+
+    def _adopt(self, model) -> None:
+        """The model just read (and maybe written) under the lock becomes the in-memory copy."""
+        self._datastore = model
+        self._stamp = datastore_file.disk_stamp(self._datastore_config_path)
+        if self._stamp:
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+    def _fresh(self) -> None:
+        """Reads see what is on disk: another process (scoring, training, a second server) may have changed it.
+        Files are replaced atomically, so reading without the lock sees a whole file."""
+        stamp = datastore_file.disk_stamp(self._datastore_config_path)
+        if stamp is not None and stamp != self._stamp:
+            try:
+                model = datastore_file.read_model(self._datastore_config_path, self._datastore_path, self._datastore)
+            except (OSError, ValueError) as exc:  # replaced between stat and open: keep the copy we have
+                logger.warning(f"datastore: could not reload datastore_v2.json ({exc})")
+                return
+            self._datastore, self._stamp = model, stamp
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        """MONAI Label writes its whole in-memory copy here; only name and description may come from memory."""
+        name, description = self._datastore.name, self._datastore.description
+        with self._change() as ch:
+            ch.model.name, ch.model.description = name, description
+
+    def _reconcile_datastore(self) -> None:
+        with self._change() as ch:
+            datastore_file.reconcile(ch.model, self._extensions, self._to_id)
+
+    def _init_from_datastore_file(self, throw_exception=False):
+        try:
+            self._fresh()
+        except Exception:
+            if throw_exception:
+                raise
+
+    def _to_id(self, file: str) -> Tuple[str, str]:
+        suffixes = tuple(e.replace("*", "") for e in self._extensions) + DEFAULT_SUFFIXES
+        stem, suffix = split_suffix(file, suffixes)
+        return stem, suffix
+
+    # ----- writes: validated, then one change -------------------------------------------------------------------
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         default_id, image_ext = self._to_id(os.path.basename(image_filename))
         image_id = check_id(image_id or default_id)
+        image_info = dict(image_info or {})
+        replace = image_info.pop(REPLACE_KEY, False) is True
         _check_size(image_filename, "uploaded image")
         read_or_422(image_filename, "uploaded image")
-        image_info = dict(image_info or {})
         check_classification(image_info)
         name = self._filename(image_id, image_ext)
         dest = os.path.realpath(os.path.join(self._datastore.image_path(), name))
-        logger.info(f"Adding Image: {image_id} => {name}")
-        with FileLock(self._lock_file):
-            atomic_write(dest, source=image_filename)
+        logger.info(f"Adding Image: {image_id} => {name} (replace={replace})")
+        with self._change() as ch:
+            old = ch.model.objects.get(image_id)
+            if (old is not None or os.path.exists(dest)) and not replace:
+                tags = sorted(old.labels) if old is not None else []
+                labels = f" with labels {tags}" if tags else ""
+                raise HTTPException(status_code=409, detail=(
+                    f"image {image_id!r} already exists{labels}; to replace it send params {{\"replace\": true}} "
+                    f"(its labels are then deleted: they were drawn on the old image)"))
+            if old is not None:  # its labels were drawn on the old image
+                for tag, label in old.labels.items():
+                    ch.delete(os.path.join(ch.model.label_path(tag), image_id + label.ext))
+                if old.image.ext != image_ext:
+                    ch.delete(os.path.join(ch.model.image_path(), image_id + old.image.ext))
+            ch.put(dest, image_filename)
             image_info.update({"ts": int(time.time()), "name": name})
-            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=image_info, ext=image_ext))
-            self._update_datastore_file(lock=False)
+            ch.model.objects[image_id] = ImageLabelModel(image=DataModel(info=image_info, ext=image_ext))
         return image_id
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        self._fresh()
         self._known(image_id)
         check_tag(label_tag)
-        obj = self._datastore.objects.get(image_id)
-        if obj is None:
+        if image_id not in self._datastore.objects:
             raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
         label_info = dict(label_info or {})
         check_classification(label_info)
         _check_size(label_filename, "uploaded label")
         label = read_or_422(label_filename, "uploaded label")
         image = read_or_422(self.get_image_uri(image_id), f"image {image_id}")
-        if label.shape != image.shape:
-            raise HTTPException(
-                status_code=422,
-                detail=f"label shape {list(label.shape)} (z, y, x) differs from image {image_id!r} {list(image.shape)}",
-            )
-        values = np.unique(label.array)
-        if not set(values.tolist()) <= {0.0, 1.0}:
-            raise HTTPException(status_code=422, detail=f"label values must be 0 or 1; found {values[:10].tolist()}")
+        difference = grid_difference(label, image)
+        if difference:
+            raise HTTPException(status_code=422, detail=f"{difference} (image {image_id!r})")
+        check_label_values(label)
         _, label_ext = self._to_id(os.path.basename(label_filename))
         label_path = self._datastore.label_path(label_tag)
         name = self._filename(image_id, label_ext)
         logger.info(f"Saving label {label_tag}/{name}; info: {label_info}")
-        with FileLock(self._lock_file):
-            os.makedirs(label_path, exist_ok=True)
-            atomic_write(os.path.join(label_path, name), source=label_filename)
+        os.makedirs(label_path, exist_ok=True)
+        with self._change() as ch:
+            obj = ch.model.objects.get(image_id)
+            if obj is None:  # removed since the checks above
+                raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
+            old = obj.labels.get(label_tag)
+            if old is not None and old.ext != label_ext:  # e.g. .nii replaced by .nii.gz: one file per label
+                ch.delete(os.path.join(label_path, image_id + old.ext))
+            ch.put(os.path.join(label_path, name), label_filename)
             label_info.update({"ts": int(time.time()), "name": name})
             obj.labels[label_tag] = DataModel(info=label_info, ext=label_ext)
-            self._update_datastore_file(lock=False)
         return image_id
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
-        if self._known(image_id) not in self._datastore.objects:
-            raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
-        return super().update_image_info(image_id, info)
+        self._known(image_id)
+        with self._change() as ch:
+            obj = ch.model.objects.get(image_id)
+            if obj is None:
+                raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
+            obj.image.info.update(info or {})
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
-        if not self._datastore.label(self._known(label_id, "label id"), check_tag(label_tag)):
-            raise HTTPException(status_code=404, detail=f"label {label_id!r} (tag {label_tag!r}) not found")
+        self._known(label_id, "label id")
+        check_tag(label_tag)
         check_classification(info or {})
-        return super().update_label_info(label_id, label_tag, info)
+        with self._change() as ch:
+            label = ch.model.label(label_id, label_tag)
+            if not label:
+                raise HTTPException(status_code=404, detail=f"label {label_id!r} (tag {label_tag!r}) not found")
+            label.info.update(info or {})
 
-    def _update_datastore_file(self, lock: bool = True) -> None:
-        """MONAI Label rewrites datastore_v2.json in place (a crash mid-write leaves a file it cannot start on)."""
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        self._known(label_id, "label id")
+        check_tag(label_tag)
+        with self._change() as ch:
+            obj = ch.model.objects.get(label_id)
+            label = obj.labels.pop(label_tag, None) if obj else None
+            if label is None:
+                raise LabelNotFoundException(f"Label {label_id} Tag {label_tag} not found")
+            ch.delete(os.path.join(ch.model.label_path(label_tag), label_id + label.ext))
 
-        def write() -> None:
-            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
-            atomic_write(self._datastore_config_path, data=text.encode())
-            self._config_ts = os.stat(self._datastore_config_path).st_mtime
-
-        if lock:
-            with FileLock(self._lock_file):
-                write()
-        else:
-            write()
+    def remove_image(self, image_id: str) -> None:
+        self._known(image_id)
+        with self._change() as ch:
+            obj = ch.model.objects.pop(image_id, None)
+            if obj is None:
+                raise ImageNotFoundException(f"Image {image_id} not found")
+            for tag, label in obj.labels.items():
+                ch.delete(os.path.join(ch.model.label_path(tag), image_id + label.ext))
+            ch.delete(os.path.join(ch.model.image_path(), image_id + obj.image.ext))
 
     def _remove_staging_leftovers(self) -> None:
         folders = {self._datastore.image_path(), os.path.dirname(self._datastore_config_path)}
@@ -165,7 +265,7 @@ class ValidatingDatastore(LocalDatastore):
                         logger.warning(f"removing {name} in {folder}, left by an interrupted save")
                         os.unlink(os.path.join(folder, name))
 
-    # ----- reads: ids never leave the datastore folder ----------------------------------------------------------
+    # ----- reads: what is on disk; ids never leave the datastore folder ----------------------------------------
     def _known(self, image_id: Any, what: str = "image id") -> str:
         """Ids already in the datastore came from its own folder listing (an admin may have copied in "my scan.nii");
         anything else must be a safe file name, so no id ever resolves outside the folder."""
@@ -174,13 +274,41 @@ class ValidatingDatastore(LocalDatastore):
         return check_id(image_id, what)
 
     def get_image_uri(self, image_id: str) -> str:
+        self._fresh()
         return super().get_image_uri(self._known(image_id))
 
     def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        self._fresh()
         return super().get_label_uri(self._known(label_id, "label id"), check_tag(label_tag))
 
     def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        self._fresh()
         return super().get_image_info(self._known(image_id))
 
     def get_label_info(self, label_id: str, label_tag: str) -> Dict[str, Any]:
+        self._fresh()
         return super().get_label_info(self._known(label_id, "label id"), check_tag(label_tag))
+
+    def get_labels_by_image_id(self, image_id: str) -> Dict[str, str]:
+        self._fresh()
+        return super().get_labels_by_image_id(image_id)
+
+    def list_images(self) -> List[str]:
+        self._fresh()
+        return super().list_images()
+
+    def get_labeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
+        self._fresh()
+        return super().get_labeled_images(label_tag, labels)
+
+    def get_unlabeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
+        self._fresh()
+        return super().get_unlabeled_images(label_tag, labels)
+
+    def datalist(self, full_path=True):
+        self._fresh()
+        return super().datalist(full_path)
+
+    def json(self):
+        self._fresh()
+        return super().json()

@@ -8,7 +8,7 @@
 - Browser requests from other sites are refused: ``127.0.0.1`` is reachable from every web page the radiologist
   opens (cross-site form posts, DNS rebinding), and MONAI Label answers CORS for any origin.
 - JSON 4xx instead of MONAI Label's bare 500 for bad input (unknown ids, malformed ``params``, unreadable files),
-  with server folders stripped from the message.
+  with server folders stripped from the message; the status of each error comes from ``lib.http_errors``.
 - JWT validation that works: MONAI Label calls ``jwt.decode`` without ``algorithms``, which PyJWT 2 refuses, so
   with auth on every token, valid or not, was answered 401.
 """
@@ -25,6 +25,8 @@ from urllib.parse import parse_qs
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
+from lib.http_errors import ModelUnavailable, classify, public_message
+
 from covid_mtl.errors import CovidMTLError
 
 logger = logging.getLogger(__name__)
@@ -33,17 +35,11 @@ DEFAULT_MAX_UPLOAD_MB = 2048
 ENVELOPE_BYTES = 256 * 1024  # multipart boundaries, headers and the small form fields around the file(s)
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 SAFE_SESSION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # MONAI Label makes uuid4 session ids
-_DIRS = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\\/\s'\":,;()\[\]]+[\\/])+")
 
 
 def max_upload_bytes() -> int:
     """Largest accepted upload; read on every request so tests and admins can change it without a rebuild."""
     return int(float(os.environ.get("COVID_MTL_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)) * 1024 * 1024)
-
-
-def public_message(text: str) -> str:
-    """``text`` with directory prefixes removed: replies name files, never the server's folder layout."""
-    return _DIRS.sub("", str(text))
 
 
 def _csv_env(name: str) -> list[str]:
@@ -156,29 +152,14 @@ class GuardMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-# ----- exception handlers: bad input is a 4xx with a readable detail, never a bare 500 -----------------------------
-def _monailabel_status(exc) -> int:
-    from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException, MONAILabelError
-
-    if isinstance(exc, (ImageNotFoundException, LabelNotFoundException)):
-        return 404
-    return 400 if getattr(exc, "error", None) == MONAILabelError.INVALID_INPUT else 500
-
-
-async def _monailabel_error(request, exc) -> JSONResponse:
-    status = _monailabel_status(exc)
-    if status >= 500:
-        logger.error(f"{request.method} {request.url.path}: {exc.msg}")
-    return JSONResponse({"detail": public_message(exc.msg)}, status_code=status)
-
-
-async def _bad_json(request, exc: json.JSONDecodeError) -> JSONResponse:
-    return JSONResponse({"detail": f"request parameters are not valid JSON ({exc.msg} at character {exc.pos})"},
-                        status_code=400)
-
-
-async def _bad_input(request, exc: CovidMTLError) -> JSONResponse:
-    return JSONResponse({"detail": public_message(str(exc))}, status_code=422)
+# ----- exception handlers: statuses come from lib.http_errors (one mapping for every endpoint) -----------------------
+async def _mapped(request, exc: Exception) -> JSONResponse:
+    status, detail = classify(exc)
+    if status >= 500 and status != 507:
+        logger.error(f"{request.method} {request.url.path} failed", exc_info=exc)
+    elif status == 507:
+        logger.error(f"{request.method} {request.url.path}: disk full ({exc})")
+    return JSONResponse({"detail": detail}, status_code=status)
 
 
 # Client mistakes that MONAI Label's endpoints themselves answer with 500.
@@ -194,12 +175,6 @@ async def _http_error(request, exc):
     if exc.status_code == 500 and exc.detail in CLIENT_ERRORS_SENT_AS_500:
         exc = HTTPException(status_code=400, detail=CLIENT_ERRORS_SENT_AS_500[exc.detail])
     return await http_exception_handler(request, exc)
-
-
-async def _internal(request, exc: Exception) -> JSONResponse:
-    logger.exception(f"{request.method} {request.url.path} failed", exc_info=exc)
-    return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server log"},
-                        status_code=500)
 
 
 # ----- JWT -----------------------------------------------------------------------------------------------------------
@@ -244,10 +219,8 @@ def install(fastapi_app) -> None:
     fastapi_app.middleware_stack = None
     fastapi_app.add_middleware(GuardMiddleware, origins=origins)
     fastapi_app.add_exception_handler(StarletteHTTPException, _http_error)
-    fastapi_app.add_exception_handler(MONAILabelException, _monailabel_error)
-    fastapi_app.add_exception_handler(json.JSONDecodeError, _bad_json)
-    fastapi_app.add_exception_handler(CovidMTLError, _bad_input)
-    fastapi_app.add_exception_handler(Exception, _internal)
+    for kind in (MONAILabelException, json.JSONDecodeError, CovidMTLError, ModelUnavailable, OSError, Exception):
+        fastapi_app.add_exception_handler(kind, _mapped)
     _restrict_cors(fastapi_app, origins)
     fastapi_app.state.covid_mtl_guard = True
 

@@ -21,7 +21,8 @@ from ..errors import CovidMTLError
 
 SUMMARY_COLUMNS = (
     "case", "input", "status", "label", "p_covid", "p_normal", "p_other", "lesion_ml", "lung_ml",
-    "percent_involved", "zone_severity_score", "lesion_outside_lung_ml", "lung_mask", "outputs", "seconds", "error",
+    "percent_involved", "zone_severity_score", "lesion_outside_lung_ml", "lung_mask", "warnings", "outputs", "seconds",
+    "error",
 )
 _NOT_IMAGES = {".txt", ".md", ".csv", ".json", ".py", ".pdf", ".html", ".log", ".yaml", ".yml", ".xml", ".zip"}
 
@@ -111,6 +112,7 @@ def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: 
     """Run one case end to end and write its outputs; returns the report dict (also saved as report.json)."""
     from ..measure.dicom_seg import write_dicom_seg
     from ..io import read_image, write_mask
+    from ..io.dicom_warnings import recorded
     from ..measure.lungmask import lung_mask
     from ..measure.summary import summarize
     from ..measure.report import write_report
@@ -140,12 +142,13 @@ def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: 
     }
     pred_view = {"label": prediction.label, "probabilities": prediction.probabilities, "model_version": version}
     png, pdf = write_report(image, pred_view, measures, case_dir / "report", mask=prediction.mask, lung=lung,
-                            title=f"covid-mtl report: {case.case_id}")
+                            title=f"covid-mtl report: {case.case_id}", warnings=result["warnings"])
     outputs.update(report_png=str(png), report_pdf=str(pdf))
     if dicom_seg and image.meta.get("format") == "dicom" and prediction.mask is not None:
         try:
-            outputs["dicom_seg"] = str(write_dicom_seg(prediction.mask, image, case_dir / "seg.dcm",
-                                                       model_version=version))
+            with recorded():  # the reader already reported pydicom's per-file warnings once, in "warnings"
+                outputs["dicom_seg"] = str(write_dicom_seg(prediction.mask, image, case_dir / "seg.dcm",
+                                                           model_version=version))
         except CovidMTLError as exc:  # the SEG is an extra; its absence must not lose the rest of the case
             report["dicom_seg_error"] = str(exc)
     report["seconds"] = round(time.perf_counter() - start, 3)
@@ -177,6 +180,7 @@ def summary_row(case: Case, report: dict[str, Any] | None, error: str | None, se
         label=report.get("label") or "",
         **{f"p_{k}": f"{float(v):.4f}" for k, v in probs.items() if f"p_{k}" in row},
         lung_mask="ok" if measures.get("lung_mask", {}).get("available") else f"skipped: {measures.get('lung_mask', {}).get('reason')}",
+        warnings=";".join(str(w.get("name")) for w in report.get("warnings") or []),
         outputs=";".join(sorted(report.get("outputs", {}))),
         error=report.get("dicom_seg_error", ""),
     )

@@ -11,14 +11,19 @@ from ..nets.config import CONFIGS
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train a model from a manifest CSV",
                               description="Train on the manifest's train rows, validate on its val rows (none: a "
-                              "seeded 20%% of the train images), keep the best model by validation loss.")
+                              "seeded 20%% of each source's labelled patients), keep the best model by the "
+                              "selection score (mean of validation lesion Dice and COVID-vs-rest AUC).")
     p.add_argument("--manifest", required=True, help="CSV with image, mask, label, split columns")
     p.add_argument("--out", required=True, help="output folder (model.pt, last.pt, history.json, learning_curves.png)")
     p.add_argument("--config", choices=sorted(CONFIGS), default=None,
                    help="model configuration (default: lite, or the --init checkpoint's)")
     p.add_argument("--tasks", default=None, help="comma-separated heads: recon,seg,cls (default: the config's)")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--patience", type=int, default=10, help="epochs without validation-loss improvement")
+    p.add_argument("--patience", type=int, default=10, help="epochs without selection-score improvement")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="batches per epoch (default: one pass over the slices' number)")
+    p.add_argument("--no-balance", action="store_true",
+                   help="draw slices uniformly instead of balancing COVID / non-COVID / unlabelled and collections")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--image-size", type=int, default=None, help="slice size the network sees (default: config's)")
@@ -35,15 +40,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..io.manifest import read_manifest
-    from ..train.loop import TrainConfig, split_records, train
+    from ..train.loop import TrainConfig, train
+    from ..train.selection import split_validation
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     config = TrainConfig(config=args.config, tasks=args.tasks, epochs=args.epochs, patience=args.patience,
                          batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, device=args.device,
-                         seed=args.seed, init=args.init, max_steps=args.max_steps, augment=not args.no_augment)
-    train_rows, val_rows = split_records(read_manifest(args.manifest), config.val_fraction, config.seed)
+                         seed=args.seed, init=args.init, max_steps=args.max_steps, augment=not args.no_augment,
+                         balance=not args.no_balance, steps_per_epoch=args.steps_per_epoch)
+    train_rows, val_rows = split_validation(read_manifest(args.manifest), config.val_fraction, config.seed)
     result = train(config, train_rows, val_rows, args.out, progress=True)
     print(json.dumps({"best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,
-                      "best_val_loss": result.best_val_loss, "epochs": result.epochs_run, "steps": result.steps,
+                      "best_score": result.best_score, "epochs": result.epochs_run, "steps": result.steps,
                       "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1)}, indent=2))
     return 0

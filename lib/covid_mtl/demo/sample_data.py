@@ -29,10 +29,10 @@ from PIL import Image as PILImage
 from tqdm import tqdm
 
 from ..errors import CovidMTLError
+from ..io.normalize import lung_window_u8
 from ..image import CLASSES
 from .phantom import DEFAULT_SHAPE, DEFAULT_SPACING, Phantom, check_grid, check_seed, make_phantom
 
-LUNG_WINDOW = (-1000.0, 400.0)
 DICOM_CASE = "covid_dicom_001"
 _FORMS = ("volume", "slice", "dicom")
 # names this module writes; used to clear a previous generation without touching anything else
@@ -100,12 +100,6 @@ def nifti_bytes(array_zyx: np.ndarray, affine: np.ndarray, description: str = ""
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = description[:79].encode("ascii")
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
-
-
-def lung_window_u8(hu: np.ndarray) -> np.ndarray:
-    """8-bit rendering of HU in the lung window, as a radiologist's screenshot would have it."""
-    low, high = LUNG_WINDOW
-    return np.rint((np.clip(hu.astype(np.float32), low, high) - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 def _png_bytes(array_yx: np.ndarray) -> bytes:

@@ -44,6 +44,7 @@ class CaseResult:
     label: str | None
     probabilities: np.ndarray | None
     mask: metrics.MaskStats | None
+    source: str | None = None
 
 
 def probability_vector(probabilities: Mapping[str, float] | Sequence[float] | np.ndarray | None) -> np.ndarray | None:
@@ -51,10 +52,10 @@ def probability_vector(probabilities: Mapping[str, float] | Sequence[float] | np
     if probabilities is None:
         return None
     if isinstance(probabilities, Mapping):
-        missing = [c for c in CLASSES if c not in probabilities]
-        if missing:
-            raise CovidMTLError(f"probabilities lack classes {missing}")
-        return np.array([float(probabilities[c]) for c in CLASSES], dtype=float)
+        if "covid" not in probabilities:
+            raise CovidMTLError(f"probabilities lack P(covid): {sorted(probabilities)}")
+        # a COVID-vs-rest model reports only P(covid): its untrained outputs are NaN, never scored
+        return np.array([float(probabilities.get(c, np.nan)) for c in CLASSES], dtype=float)
     arr = np.asarray(probabilities, dtype=float).reshape(-1)
     if arr.size != len(CLASSES):
         raise CovidMTLError(f"expected {len(CLASSES)} class probabilities, got {arr.size}")
@@ -73,12 +74,15 @@ def score_case(name: str, label: str | None, probabilities: Any, pred_mask: np.n
     return CaseResult(name=name, label=label, probabilities=probability_vector(probabilities), mask=stats)
 
 
-def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
+def compute_metrics(cases: Sequence[CaseResult], threshold: float | None = None) -> dict[str, Any]:
     """All measures for a set of evaluated cases (conventions in :mod:`covid_mtl.evaluation.metrics`).
 
     Keys: ``n_cases``; ``segmentation`` (None without masks); ``covid_vs_rest`` (None without labelled
     cases with probabilities); ``three_class`` (None unless two or more of covid/normal/other are labelled);
-    ``cases`` (per-case label, probabilities, Dice).
+    ``cases`` (per-case label, probabilities, Dice). ``threshold``: the served model's own P(covid) cut-off;
+    ``covid_vs_rest.at_model_threshold`` gives accuracy / sensitivity / specificity there (the Youden cut-off of
+    the evaluated set is an optimistic, in-sample choice). ``by_source``: the same per data set when the cases
+    name their source.
     """
     seg = [c.mask for c in cases if c.mask is not None]
     cls = [c for c in cases if c.label is not None and c.probabilities is not None]
@@ -86,10 +90,18 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     if cls:
         labels = [c.label for c in cls]
         probs = np.stack([c.probabilities for c in cls])
-        binary = metrics.binary_metrics(labels, probs[:, CLASSES.index(metrics.POSITIVE)]).as_dict()
-        three = metrics.multiclass_metrics(labels, probs)
+        covid_scores = probs[:, CLASSES.index(metrics.POSITIVE)]
+        binary = metrics.binary_metrics(labels, covid_scores).as_dict()
+        if threshold is not None:
+            binary["at_model_threshold"] = {"threshold": threshold, **metrics.threshold_metrics(
+                metrics.is_positive(labels), covid_scores, threshold)}
+        three = None if np.isnan(probs).any() else metrics.multiclass_metrics(labels, probs)
+    sources = sorted({c.source for c in cases if c.source})
+    by_source = {s: {k: v for k, v in compute_metrics([c for c in cases if c.source == s], threshold).items()
+                     if k != "cases"} for s in sources} if len(sources) > 1 else None
     return {
         "n_cases": len(cases),
+        "by_source": by_source,
         "segmentation": metrics.dice_summary(seg) if seg else None,
         "covid_vs_rest": binary,
         "three_class": three,
@@ -97,8 +109,9 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
             {
                 "name": c.name,
                 "label": c.label,
+                "source": c.source,
                 "probabilities": None if c.probabilities is None
-                else dict(zip(CLASSES, (float(p) for p in c.probabilities))),
+                else {k: float(p) for k, p in zip(CLASSES, c.probabilities) if not np.isnan(p)},
                 "dice": None if c.mask is None else c.mask.dice,
                 "true_voxels": None if c.mask is None else c.mask.true_voxels,
                 "pred_voxels": None if c.mask is None else c.mask.pred_voxels,
@@ -131,6 +144,10 @@ def format_table(result: Mapping[str, Any]) -> str:
         f = b["at_0_5"]
         lines.append(f"  at threshold 0.5:       Acc {_fmt(f['accuracy'])}  Sens {_fmt(f['sensitivity'])}  "
                      f"Spec {_fmt(f['specificity'])}")
+        m = b.get("at_model_threshold")
+        if m:
+            lines.append(f"  at the model's cut-off {_fmt(m['threshold'])}: Acc {_fmt(m['accuracy'])}  "
+                         f"Sens {_fmt(m['sensitivity'])}  Spec {_fmt(m['specificity'])}")
     else:
         lines.append("COVID vs rest  n/a (no labelled cases or no classification head)")
     t = result.get("three_class")
@@ -143,6 +160,9 @@ def format_table(result: Mapping[str, Any]) -> str:
         lines.append("  confusion matrix (rows true, columns predicted: " + ", ".join(t["classes"]) + ")")
         for name, row in zip(t["classes"], t["confusion_matrix"]):
             lines.append(f"  {name:<8}" + "".join(f"{v:>6}" for v in row))
+    for source, sub in (result.get("by_source") or {}).items():
+        lines.append(f"--- source {source} ---")
+        lines.extend("  " + line for line in format_table({**sub, "by_source": None}).splitlines())
     return "\n".join(lines)
 
 
@@ -162,6 +182,10 @@ def write_report(result: Mapping[str, Any], out: str | os.PathLike,
     if t:
         written["confusion_matrix"] = plots.plot_confusion_matrix(t["confusion_matrix"], t["classes"],
                                                                   out / "confusion_matrix.png")
+    elif b and b.get("at_model_threshold"):  # COVID vs non-COVID at the served model's cut-off
+        c = b["at_model_threshold"]["counts"]
+        written["confusion_matrix"] = plots.plot_confusion_matrix([[c["tp"], c["fn"]], [c["fp"], c["tn"]]],
+                                                                  ["covid", "non-covid"], out / "confusion_matrix.png")
     if overlays:
         written["overlays"] = plots.plot_overlays(overlays, out / "overlays.png")
     return written
@@ -212,7 +236,9 @@ def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays:
         pred = predictor.predict(image)
         truth = read_mask(row.mask, image) if row.mask else None
         name = Path(row.image).name
-        cases.append(score_case(name, row.label, pred.probabilities, pred.mask, truth))
+        case = score_case(name, row.label, pred.probabilities, pred.mask, truth)
+        case.source = row.source
+        cases.append(case)
         if pred.mask is not None and truth is not None:
             keep = with_lesion if truth.any() else without
             if len(keep) < n_overlays:
@@ -227,7 +253,8 @@ def evaluate(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: st
     rows = select_rows(read_manifest(manifest), split)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     cases, overlays = evaluate_rows(predictor, rows, progress=progress)
-    result = compute_metrics(cases)
+    result = compute_metrics(cases, predictor.decision.threshold if predictor.decision.binary else None)
+    result["decision"] = predictor.decision.as_dict()
     result["manifest"] = str(manifest)
     result["checkpoint"] = str(checkpoint)
     result["split"] = split

@@ -8,7 +8,7 @@ the chosen split via ``covid_mtl.evaluation.evaluate``, and writes ``results.md`
 with Dice, accuracy, sensitivity, specificity and AUC ("n/a" where the arm has no such head) next to the
 numbers the paper reports.
 
-Every arm sees the same images: the train/val split is ``training.split_records`` with one seed, the
+Every arm sees the same images: the train/val split is ``covid_mtl.train.selection.split_validation`` with one seed, the
 evaluation rows are ``evaluate.select_rows`` of one split.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from ..errors import CovidMTLError
 from .evaluate import compute_metrics, evaluate_rows, select_rows, write_report
 from ..io.manifest import read_manifest
 from ..predict.predictor import Predictor
-from ..train.loop import TrainConfig, split_records, train
+from ..train.loop import TrainConfig, train
+from ..train.selection import split_validation
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def run_experiment(manifest: str | os.PathLike, config: str, out: str | os.PathL
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(manifest)
     eval_rows = select_rows(rows, split)
-    train_rows, val_rows = split_records(rows, seed=seed)
+    train_rows, val_rows = split_validation(rows, seed=seed)
     if not train_rows:
         raise CovidMTLError(f"{manifest}: no training rows (split 'train' or empty)")
     settings = {"manifest": str(manifest), "config": config, "split": split, "epochs": epochs,

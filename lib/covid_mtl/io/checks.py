@@ -1,5 +1,8 @@
-"""Sanity checks every reader's output passes before anyone computes on it."""
+"""Sanity checks every reader's output passes before anyone computes on it, and the memory budget every reader
+applies from the file header, before it allocates anything."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -8,21 +11,72 @@ from ..errors import CovidMTLError
 MIN_SIDE = 8
 """Smallest in-plane side accepted: below this no slice carries anatomy (a 1x1 image is an error)."""
 
-MAX_VOXELS = 2048 * 2048 * 2048
-"""Larger arrays are refused before they exhaust memory (a CT is ~512*512*1000)."""
-
 MAX_SIDE = 8192
 """Refuse absurd in-plane sizes (decompression bombs) before decoding where the header tells."""
 
+DEFAULT_MAX_IMAGE_MB = 2048
+"""Memory one image may take while it is read (stored samples + the float32 volume): a 512x512x1000 int16 CT
+needs 1500 MB. Sized for a 2-core 24 GB server shared by several users: inference holds about three times this
+at its peak, which leaves room for a training run and a second request. ``COVID_MTL_MAX_IMAGE_MB`` changes it."""
 
-def check_shape(shape: tuple[int, ...], source: str) -> None:
+OUTPUT_BYTES_PER_VOXEL = 4
+"""Every reader returns float32."""
+
+DEFLATE_MAX_RATIO = 1032
+"""zlib/gzip cannot expand data by more than this (the deflate format's limit for runs of one byte value)."""
+
+
+def max_image_bytes() -> int:
+    """The memory budget, read on every call so a server setting or a test changes it without a restart."""
+    value = os.environ.get("COVID_MTL_MAX_IMAGE_MB", "").strip()
+    try:
+        mb = float(value) if value else DEFAULT_MAX_IMAGE_MB
+    except ValueError:
+        mb = DEFAULT_MAX_IMAGE_MB
+    return int(mb * 2**20)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def check_budget(shape: tuple[int, ...], bytes_per_voxel: int, source: str) -> None:
+    """Refuse an image whose voxels x bytes per voxel exceed the budget; call it with header values only."""
+    voxels = int(np.prod([int(s) for s in shape], dtype=np.int64)) if shape else 0
+    need, budget = voxels * int(bytes_per_voxel), max_image_bytes()
+    if need > budget:
+        dims = "x".join(str(int(s)) for s in reversed(shape))
+        raise CovidMTLError(
+            f"{source}: image too large ({dims} voxels need {_mb(need)} to read; this server's limit is "
+            f"{_mb(budget)}, setting COVID_MTL_MAX_IMAGE_MB)"
+        )
+
+
+def check_stored_size(claimed_bytes: int, stored_bytes: int, compressed: bool, source: str,
+                      kind: str = "image file") -> None:
+    """Refuse a header that claims more data than the file can hold: a 132-byte gzip cannot inflate to 8 GB.
+
+    ``stored_bytes``: bytes of the file after the header; ``compressed``: deflate (gzip), whose output is at most
+    ``DEFLATE_MAX_RATIO`` times its input.
+    """
+    capacity = stored_bytes * (DEFLATE_MAX_RATIO if compressed else 1)
+    if claimed_bytes > capacity:
+        how = "compressed " if compressed else ""
+        raise CovidMTLError(
+            f"{source}: not a readable {kind}: header claims {_mb(claimed_bytes)} of voxel data but the {how}file holds {stored_bytes} "
+            f"bytes (at most {_mb(capacity)}); the file is truncated or its header is wrong"
+        )
+
+
+def check_shape(shape: tuple[int, ...], source: str, bytes_per_voxel: int = OUTPUT_BYTES_PER_VOXEL) -> None:
     if len(shape) != 3:
         raise CovidMTLError(f"{source}: expected a 2D or 3D image, got {len(shape)} dimensions {shape}")
     z, y, x = shape
     if min(y, x) < MIN_SIDE or z < 1:
         raise CovidMTLError(f"{source}: image too small ({x}x{y}x{z} voxels); need at least {MIN_SIDE}x{MIN_SIDE}")
-    if max(y, x) > MAX_SIDE or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+    if max(y, x) > MAX_SIDE:
         raise CovidMTLError(f"{source}: image too large ({x}x{y}x{z} voxels); refusing to load it")
+    check_budget(shape, bytes_per_voxel, source)
 
 
 def check_array(array: np.ndarray, source: str) -> None:

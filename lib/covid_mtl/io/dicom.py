@@ -139,7 +139,19 @@ def _is_hu(ds) -> bool:
 
 
 def read_dicom(path: Path, series_uid: str | None = None) -> Image:
-    """Read a DICOM folder (one series, or the one named by ``series_uid``) or a single DICOM file."""
+    """Read a DICOM folder (one series, or the one named by ``series_uid``) or a single DICOM file.
+
+    pydicom's warnings (one per file for non-conformant UIDs) become named warnings in ``meta["warnings"]``.
+    """
+    from . import dicom_warnings
+
+    with dicom_warnings.recorded() as caught:
+        image = _read_dicom(path, series_uid)
+    image.meta["warnings"] = dicom_warnings.summarize(caught, len(image.meta.get("files", [])))
+    return image
+
+
+def _read_dicom(path: Path, series_uid: str | None = None) -> Image:
     folder = path if path.is_dir() else path.parent
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:

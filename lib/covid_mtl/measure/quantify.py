@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CovidMTLError
 from ..image import Image
+from .checks import lung_checks
 from .lungmask import LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, LungMask, lung_mask
 
 SeverityBins = Sequence[tuple[float, bool]]
@@ -98,6 +99,12 @@ def _ml(voxels: int, voxel_ml: float | None) -> float | None:
     return None if voxel_ml is None else round(voxels * voxel_ml, 3)
 
 
+def lesion_ml(lesion_mask: np.ndarray, spacing: tuple[float, float, float] | None) -> float | None:
+    """Lesion volume in mL (None without spacing): the number :func:`quantify` reports as ``lesion_ml``."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0 if spacing is not None else None
+    return _ml(int((np.asarray(lesion_mask) > 0).sum()), voxel_ml)
+
+
 def zone_masks(labels: np.ndarray, side: int, superior_at_high_z: bool) -> dict[str, np.ndarray]:
     """Upper / middle / lower thirds of one lung along z of that lung's own extent (by slice index)."""
     lung = labels == side
@@ -138,12 +145,15 @@ def quantify(
     lobes: np.ndarray | None = None,
     bins: SeverityBins = DEFAULT_BINS,
     lobe_labels: dict[int, str] = TOTALSEGMENTATOR_LOBES,
+    hu: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """JSON-safe measures of a (z, y, x) lesion mask; see the module docstring for scores and edges.
 
     ``lung`` None or unavailable: only lesion volume (fractions and scores are None, flagged). ``spacing``
     None (PNG slice): volumes are None and only voxel counts and fractions are given. ``lobes``: a lobe
-    labelmap on the same grid with ``lobe_labels`` values (TotalSegmentator v2 by default).
+    labelmap on the same grid with ``lobe_labels`` values (TotalSegmentator v2 by default). ``warnings``: the
+    self-checks of :mod:`covid_mtl.measure.checks` (``hu``, the CT in HU on the same grid, adds the check of
+    dense voxels in the lung mask).
     """
     lesion = np.asarray(lesion_mask) > 0
     if lesion.ndim == 2:
@@ -176,6 +186,7 @@ def quantify(
         "lobe_severity_max": len(lobe_labels) * len(bins),
         "bins": [[edge, inclusive] for edge, inclusive in bins],
         "flags": flags,
+        "warnings": [],
     }
     if lung is None or not lung.available or lung.labels is None:
         flags.append("no_lung_mask" + (f": {lung.reason}" if lung is not None and lung.reason else ""))
@@ -184,6 +195,7 @@ def quantify(
         if labels.shape != lesion.shape:
             raise CovidMTLError(f"lung mask shape {labels.shape} differs from the lesion mask's {lesion.shape}")
         _lung_measures(out, lesion, lung, voxel_ml, bins, flags)
+        out["warnings"] = lung_checks(labels, lesion, voxel_ml, hu)
     if lobes is not None:
         out["lobes"], out["lobe_severity_score"] = _lobes(lesion, lobes, lobe_labels, voxel_ml, bins, flags)
     return out
@@ -228,10 +240,12 @@ def measure(
 ) -> dict[str, Any]:
     """One call for the app and the CLI: lung mask (lesion-aware, unless ``lung`` is given) + :func:`quantify`.
 
-    The result is quantify's dict plus ``lung_mask`` (:meth:`LungMask.summary`).
+    The result is quantify's dict (with every self-check, the HU one included) plus ``lung_mask``
+    (:meth:`LungMask.summary`).
     """
     if lung is None:
         lung = lung_mask(image, lesion=np.asarray(lesion_mask) > 0)
-    result = quantify(lesion_mask, lung, image.spacing, lobes=lobes, bins=bins)
+    hu = image.array if image.is_hu else None
+    result = quantify(lesion_mask, lung, image.spacing, lobes=lobes, bins=bins, hu=hu)
     result["lung_mask"] = lung.summary()
     return result

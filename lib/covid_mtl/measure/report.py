@@ -1,4 +1,5 @@
-"""One-page case report (PNG and PDF): class and probabilities, key slices with the lesion overlay, measures.
+"""One-page case report (PNG and PDF): class and probabilities, key slices with the lesion overlay, a coronal
+view of lung mask and lesions (a leak below the diaphragm shows at a glance), measures with their warnings.
 
 Built on ``matplotlib.figure.Figure`` (Agg canvas), never pyplot, so a long-running server leaks no figures.
 Slices are shown as radiologists read them: patient's right on the viewer's left, anterior up (taken from
@@ -7,6 +8,7 @@ the RAS affine; without one the DICOM layout is assumed).
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,12 +16,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..image import Image
+from ..io.normalize import LUNG_WINDOW
 from .lungmask import LungMask
 
-LUNG_WINDOW = (-1000.0, 400.0)
 LESION_COLOUR = (1.0, 0.1, 0.1)
 LUNG_COLOUR = "cyan"
 N_KEY_SLICES = 3
+SLOT = 0.9 / (N_KEY_SLICES + 1)  # page width of one image: the key slices, then the coronal view
 DISCLAIMER = "Research software, not a medical device: every finding must be confirmed by a radiologist."
 
 
@@ -72,22 +75,30 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     return f"{value}{unit}"
 
 
+def _marks(measures: Mapping[str, Any], key: str) -> str:
+    """`` <! name, ...>`` for the warnings that put ``key``'s number in doubt, next to that number."""
+    names = [str(w.get("name")) for w in measures.get("warnings") or [] if key in (w.get("affects") or [])]
+    return f"  <! {', '.join(names)}>" if names else ""
+
+
 def measure_lines(measures: Mapping[str, Any]) -> list[str]:
-    """Human-readable lines of the quantify() dict, in report order."""
+    """Human-readable lines of the quantify() dict, in report order; warnings marked next to what they affect."""
     lines = [
         f"Lesion volume: {_fmt(measures.get('lesion_ml'), ' mL')}   "
         f"(outside lung mask: {_fmt(measures.get('lesion_outside_lung_ml'), ' mL')})",
-        f"Lung volume: {_fmt(measures.get('lung_ml'), ' mL')}   "
-        f"Involved: {_fmt(measures.get('percent_involved'), ' %')}",
+        f"Lung volume: {_fmt(measures.get('lung_ml'), ' mL')}{_marks(measures, 'lung_ml')}",
+        f"Involved: {_fmt(measures.get('percent_involved'), ' %')}{_marks(measures, 'percent_involved')}",
     ]
     lungs = measures.get("lungs") or {}
     for side in ("right", "left"):
         if side in lungs:
             r = lungs[side]
-            lines.append(f"  {side} lung: {_fmt(r['lung_ml'], ' mL')}, involved {_fmt(r['percent_involved'], ' %')}")
+            lines.append(f"  {side} lung: {_fmt(r['lung_ml'], ' mL')}, involved {_fmt(r['percent_involved'], ' %')}"
+                         f"{_marks(measures, 'lungs')}")
     if measures.get("zone_severity_score") is not None:
         lines.append(f"Zone severity score (6 zones, adapted from Pan et al. 2020): "
-                     f"{measures['zone_severity_score']} / {measures.get('zone_severity_max', 30)}")
+                     f"{measures['zone_severity_score']} / {measures.get('zone_severity_max', 30)}"
+                     f"{_marks(measures, 'zone_severity_score')}")
         zones = measures.get("zones") or {}
         cells = [f"{name.replace('_', ' ')} {_fmt(r['percent_involved'], '%')} ({r['points']})"
                  for name, r in zones.items()]
@@ -101,6 +112,14 @@ def measure_lines(measures: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def warning_lines(warnings: list[Mapping[str, Any]] | None, width: int = 110) -> list[str]:
+    """``! name: message`` per warning, wrapped for the page."""
+    lines: list[str] = []
+    for w in warnings or []:
+        lines += textwrap.wrap(f"! {w.get('name')}: {w.get('message')}", width, subsequent_indent="    ")
+    return lines
+
+
 def write_report(
     image: Image,
     prediction: Mapping[str, Any],
@@ -109,11 +128,13 @@ def write_report(
     mask: np.ndarray | None = None,
     lung: LungMask | None = None,
     title: str | None = None,
+    warnings: list[Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``<out_stem>.png`` and ``<out_stem>.pdf``; returns both paths.
 
     ``prediction``: ``label``, ``probabilities`` ({class: p}) and optionally ``model_version``.
     ``measures``: the dict of :func:`covid_mtl.measure.quantify.quantify` (None skips the measures block).
+    ``warnings``: every named warning of the case (default: ``measures["warnings"]``), listed under the measures.
     """
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -125,10 +146,19 @@ def write_report(
     _classification(fig, prediction)
     lung_labels = lung.labels if lung is not None and lung.available else None
     _slices(fig, image, mask, lung_labels)
-    if measures is not None:
+    if image.array.shape[0] > 2:
+        from .report_coronal import coronal_view
+
+        coronal_view(fig, (0.05 + 3 * SLOT, 0.52, SLOT - 0.01, 0.3), image, mask, lung_labels,
+                     lung.superior_at_high_z if lung is not None else None)
+    if warnings is None and measures is not None:
+        warnings = measures.get("warnings")
+    text = measure_lines(measures) if measures is not None else []
+    if warnings:
+        text += ["", "Warnings (check before reading the numbers marked <! ...>):"] + warning_lines(warnings)
+    if text:
         fig.text(0.05, 0.49, "Measures", fontsize=12, weight="bold")
-        fig.text(0.05, 0.475, "\n".join(measure_lines(measures)), fontsize=8, va="top", family="monospace",
-                 wrap=True)
+        fig.text(0.05, 0.475, "\n".join(text), fontsize=8 if len(text) <= 18 else 7, va="top", family="monospace")
     if lung_labels is not None and mask is not None and lung_labels.shape[0] > 2:
         _profile(fig, mask, lung_labels, lung.superior_at_high_z if lung is not None else None)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
@@ -159,7 +189,7 @@ def _classification(fig: Figure, prediction: Mapping[str, Any]) -> None:
 def _slices(fig: Figure, image: Image, mask: np.ndarray | None, lung: np.ndarray | None) -> None:
     zs = key_slices(mask, lung)
     dy, dx = (image.spacing[1], image.spacing[2]) if image.spacing is not None else (1.0, 1.0)
-    width = 0.9 / N_KEY_SLICES  # fixed slots, so one slice is not blown up over the header
+    width = SLOT  # fixed slots, so one slice is not blown up over the header
     left = 0.05 + (N_KEY_SLICES - len(zs)) * width / 2
     for i, z in enumerate(zs):
         ax = fig.add_axes((left + i * width, 0.52, width - 0.01, 0.3))

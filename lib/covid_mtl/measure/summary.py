@@ -13,7 +13,7 @@ from typing import Any
 from ..image import Image
 from .lungmask import LungMask
 from ..predict.predictor import Prediction, Predictor
-from .quantify import measure
+from .quantify import lesion_ml as lesion_volume_ml, measure
 
 
 def model_version(predictor: Predictor) -> str:
@@ -35,16 +35,19 @@ def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: 
     """JSON-safe summary of ``prediction`` on ``image``: class, probabilities, lesion volume, measures, model.
 
     ``lung``: a lung mask already computed (the CLI report draws it too); computed here otherwise.
+    ``lesion_volume_ml`` is quantify's ``lesion_ml`` (quantify owns every measure). ``warnings``: every named
+    warning of the case, those of reading the image (``image.meta["warnings"]``) then the measures' self-checks.
     """
     start = time.perf_counter()
     measures: dict[str, Any] | None = None
     lesion_ml = None
     if prediction.mask is not None:
-        if image.spacing is not None:
-            voxel_ml = image.spacing[0] * image.spacing[1] * image.spacing[2] / 1000.0
-            lesion_ml = round(float(prediction.mask.sum()) * voxel_ml, 3)
         if quantification:
             measures = measure(image, prediction.mask, lung=lung)
+            lesion_ml = measures["lesion_ml"]
+        else:
+            lesion_ml = lesion_volume_ml(prediction.mask, image.spacing)
+    warnings = [dict(w) for w in image.meta.get("warnings", [])] + list((measures or {}).get("warnings", []))
     timings = {k: round(float(v), 4) for k, v in prediction.timings.items()}
     timings["quantify_s"] = round(time.perf_counter() - start, 4)
     return {
@@ -62,4 +65,5 @@ def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: 
         "shape": list(image.shape),
         "spacing": list(image.spacing) if image.spacing else None,
         "timings": timings,
+        "warnings": warnings,
     }

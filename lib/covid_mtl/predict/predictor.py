@@ -3,12 +3,19 @@
 Used by ``covid-mtl evaluate``/``analyze``, the MONAI Label infer task and the benchmarks, so a fix or a speed-up
 lands everywhere at once. Steps:
 
-1. lung-containing slices (``covid_mtl.train.samples.lung_slices``; all slices for non-HU images);
-2. the whole image scaled to [0, 1] by ``covid_mtl.io.normalize`` (the rule training used);
-3. slices in batches on the device: resized to the model size (the training resize), encoder + segmentation
-   decoder + classifier (never the reconstruction decoder), sigmoid; the lesion probabilities are resized back
-   to the slice's own size (bilinear) and thresholded at 0.5, so the mask is on the input grid;
-4. slice probabilities -> volume probabilities by ``covid_mtl.predict.aggregate`` (top-k mean over lung slices).
+1. the voxels reordered into the canonical axial layout (``covid_mtl.io.geometry``; flips and axis swaps only),
+   so a scan stored RAS, LPS or sagittally gives the same answer; the reply names the orientation and says when
+   the slices run are not the file's own slices;
+2. lung-containing slices (``covid_mtl.io.slices.lung_slices``; all slices for non-HU images) and, for volumes,
+   the lung box (``covid_mtl.io.crop``): the network sees the lungs as the training slices show them;
+3. per batch, only the slices that run are scaled to [0, 1] by ``covid_mtl.io.normalize`` (the training rule),
+   cut to the box, resized to the model size, run through encoder + segmentation decoder + classifier (never the
+   reconstruction decoder); lesion probabilities are resized back to the box (bilinear) and thresholded at 0.5;
+4. slice probabilities -> volume probabilities by ``covid_mtl.predict.aggregate`` (top-k mean over lung slices);
+5. the statement the model was trained to make (``Decision``): with a checkpoint that learned only COVID-19 vs
+   non-COVID, the label is ``covid`` or ``non-covid`` at its validated cut-off and only P(covid) is reported;
+   three classes only when all three outputs were trained;
+6. the mask mapped back onto the input grid.
 
 By default the network runs on the lung-containing slices only (``skip_non_lung``): the others can hold no lung
 lesion, get an empty mask and no slice probabilities (NaN), and a chest CT's first and last slices cost nothing.
@@ -25,13 +32,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .aggregate import TOP_FRACTION, aggregate
-from ..nets.checkpoint import load_model
 from ..device import resolve_device
 from ..errors import CovidMTLError
 from ..image import CLASSES, Image
-from ..nets.network import probabilities
+from ..io.crop import image_box
+from ..io.geometry import reorient
+from ..io.normalize import normalize_array
 from ..io.slices import LUNG_HU_RANGE, LUNG_MIN_FRACTION, lung_slices, resize_slices
+from ..nets.checkpoint import load_model
+from ..nets.network import probabilities
+from .aggregate import TOP_FRACTION, aggregate
+from .decision import Decision
 
 THRESHOLD = 0.5
 
@@ -64,12 +75,22 @@ class Prediction:
     seg_entropy: float | None
     timings: dict[str, float] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    decision: Decision = field(default_factory=Decision)
+    geometry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def statement(self) -> str | None:
+        """What the model says, in words, with only the classes it was trained on."""
+        return self.decision.statement(self.probabilities) if self.probabilities is not None else None
 
     @property
     def cls_entropy(self) -> float | None:
-        """Entropy of the volume probabilities normalised to sum 1, divided by log(3): 0 (sure) .. 1 (flat)."""
+        """Uncertainty of the classification, 0 (sure) .. 1 (flat): the binary entropy of P(covid) for a
+        COVID-vs-rest model, else the entropy of the three probabilities normalised to sum 1, over log(3)."""
         if self.probabilities is None:
             return None
+        if self.decision.binary:
+            return float(binary_entropy(np.float64(self.probabilities["covid"])))
         p = np.array([self.probabilities[c] for c in CLASSES], dtype=np.float64)
         p = np.clip(p / max(p.sum(), 1e-12), 1e-12, 1.0)
         return float(-(p * np.log(p)).sum() / math.log(len(CLASSES)))
@@ -82,7 +103,10 @@ class Prediction:
         """JSON-safe summary (no mask): label, probabilities, aggregation, lesion voxels, uncertainty, timings."""
         return {
             "label": self.label,
+            "statement": self.statement,
             "probabilities": self.probabilities,
+            "decision": self.decision.as_dict(),
+            "geometry": self.geometry,
             "aggregation": self.aggregation,
             "lesion_voxels": self.lesion_voxels,
             "uncertainty": self.uncertainty(),
@@ -97,7 +121,8 @@ class Predictor:
     """A loaded model ready to predict; build it with ``Predictor.from_checkpoint``."""
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", batch_size: int = 16,
-                 skip_non_lung: bool = True, top_fraction: float = TOP_FRACTION, info: dict[str, Any] | None = None):
+                 skip_non_lung: bool = True, top_fraction: float = TOP_FRACTION, info: dict[str, Any] | None = None,
+                 decision: Decision | None = None):
         self.device = resolve_device(device)
         # channels-last convolutions measured ~30 % faster on CPU (oneDNN); the model is converted in place
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
@@ -108,6 +133,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.skip_non_lung = skip_non_lung
         self.top_fraction = top_fraction
+        self.decision = decision or Decision()
         self.info = {"config": self.config.name, "tasks": list(model.tasks), "image_size": self.config.image_size,
                      **(info or {})}
 
@@ -116,20 +142,21 @@ class Predictor:
         model, checkpoint = load_model(path, "cpu")
         info = {"checkpoint": str(path), "saved_at": checkpoint.meta.get("saved_at"),
                 "versions": checkpoint.versions}
+        kwargs.setdefault("decision", Decision.from_meta(checkpoint.meta))
         return cls(model, device=device, info=info, **kwargs)
 
     @torch.inference_mode()
     def predict(self, image: Image) -> Prediction:
         """Mask on ``image``'s grid, volume and slice probabilities, aggregation details, timings."""
-        from ..io.normalize import normalize_array
-
         t_start = time.perf_counter()
-        array = image.array
-        if array.ndim != 3 or min(array.shape) < 1:
-            raise CovidMTLError(f"{image.source}: expected a (z, y, x) image, got shape {array.shape}")
+        if image.array.ndim != 3 or min(image.array.shape) < 1:
+            raise CovidMTLError(f"{image.source}: expected a (z, y, x) image, got shape {image.array.shape}")
+        oriented = reorient(image.array, image.affine, image.spacing)
+        array = oriented.array
         nz, ny, nx = array.shape
         lung = lung_slices(array, image.is_hu)
         run = lung if (self.skip_non_lung and lung.any()) else np.ones(nz, dtype=bool)
+        y0, y1, x0, x1 = image_box(array, image.is_hu, image.bit_depth, lung)
         # HU windowing and bit-depth scaling are per voxel, so they run per batch on the slices that run; only
         # min-max scaling (neither HU nor a bit depth) needs the whole volume first.
         per_voxel = image.is_hu or bool(image.bit_depth)
@@ -145,8 +172,9 @@ class Predictor:
         z_run = np.flatnonzero(run)
         for start in range(0, z_run.size, self.batch_size):
             zs = z_run[start:start + self.batch_size]
-            scaled = normalize_array(array[zs], image.is_hu, image.bit_depth) if per_voxel else whole[zs]
-            batch = torch.from_numpy(scaled).to(self.device)
+            scaled = (normalize_array(array[zs, y0:y1, x0:x1], image.is_hu, image.bit_depth) if per_voxel
+                      else whole[zs, y0:y1, x0:x1])
+            batch = torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
             x = resize_slices(batch, size, "bilinear")[:, None].contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16) if amp else torch.autocast("cpu", enabled=False):
                 probs = probabilities(self.model(x, heads=self.heads))
@@ -154,8 +182,9 @@ class Predictor:
                 seg = probs["seg"].float()
                 entropy_sum += float(binary_entropy(seg).sum())
                 entropy_count += seg.numel()
-                back = F.interpolate(seg, size=(ny, nx), mode="bilinear", align_corners=False) if (ny, nx) != (size, size) else seg
-                mask[zs] = (back[:, 0] > THRESHOLD).to(torch.uint8).cpu().numpy()
+                box = (y1 - y0, x1 - x0)
+                back = F.interpolate(seg, size=box, mode="bilinear", align_corners=False) if box != (size, size) else seg
+                mask[zs, y0:y1, x0:x1] = (back[:, 0] > THRESHOLD).to(torch.uint8).cpu().numpy()
             if want_cls:
                 slice_probs[zs] = probs["cls"].float().cpu().numpy()
         t_network = time.perf_counter()
@@ -163,10 +192,19 @@ class Predictor:
         probabilities_, label, details = None, None, {"rule": "none (model has no classifier)"}
         if want_cls:
             result = aggregate(slice_probs, lung, self.top_fraction)
-            probabilities_, label, details = result.probabilities, result.label, result.details
+            probabilities_, label = self.decision.decide(result.probabilities)
+            details = result.details
         details["lung_test"] = (f"fraction of pixels in {list(LUNG_HU_RANGE)} HU >= {LUNG_MIN_FRACTION}"
                                 if image.is_hu else "all slices (image not in HU)")
         details["slices_run"] = int(z_run.size)
+        geometry = {"orientation": oriented.codes, "input_orientation": oriented.input_codes,
+                    "resliced": oriented.resliced, "lung_box_yx": [int(y0), int(y1), int(x0), int(x1)],
+                    "slice_indices": "canonical axial order (head-foot axis, feet first)"}
+        if oriented.resliced:
+            geometry["warning"] = (f"the file stores the scan as {oriented.input_codes}, not as axial slices: the "
+                                   f"network ran on axial slices re-cut from it ({oriented.codes})")
+        if mask is not None:
+            mask = oriented.back(mask)
         t_end = time.perf_counter()
         timings = {
             "prepare_s": t_prepared - t_start,
@@ -179,7 +217,7 @@ class Predictor:
             mask=mask, probabilities=probabilities_, label=label, slice_probabilities=slice_probs,
             lung_slices=lung, aggregation=details, lesion_voxels=int(mask.sum()) if mask is not None else 0,
             seg_entropy=entropy_sum / entropy_count if entropy_count else None, timings=timings,
-            model=dict(self.info),
+            model=dict(self.info), decision=self.decision, geometry=geometry,
         )
 
     def uncertainty(self, prediction: Prediction) -> float:

@@ -24,6 +24,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import EarlyStopping
 from monai.data import DataLoader
+from torch.utils.data import RandomSampler, WeightedRandomSampler
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
@@ -36,7 +37,9 @@ from ..nets.config import get_config, parse_tasks
 from ..errors import CovidMTLError
 from .losses import MultiTaskLoss
 from ..nets.factory import build_model
-from .samples import as_records, build_dataset, summarize
+from .decision import decision_meta, trained_classes
+from .samples import as_records, balance_weights, build_dataset, summarize
+from .selection import is_better, split_validation
 from .step import EpochStats, make_eval_iteration, make_train_iteration
 
 
@@ -59,6 +62,8 @@ class TrainConfig:
     augment: bool = True
     val_fraction: float = 0.2
     lambdas: dict[str, float] | None = None
+    balance: bool = True
+    steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -69,24 +74,11 @@ class TrainResult:
     curves_path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_loss: float = float("inf")
+    best_score: float | None = None
     epochs_run: int = 0
     steps: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
-
-
-def split_records(rows: Sequence[Any], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    """Training and validation rows of a manifest: ``split`` train (or empty) / val; ``test`` rows are left out.
-    Without val rows, a seeded ``val_fraction`` of the training rows (whole images, never slices) validates."""
-    train = [r for r in rows if getattr(r, "split", None) in (None, "", "train")]
-    val = [r for r in rows if getattr(r, "split", None) == "val"]
-    if not val and len(train) >= 2:
-        order = np.random.default_rng(seed).permutation(len(train))
-        n_val = max(1, round(val_fraction * len(train)))
-        val = [train[i] for i in sorted(order[:n_val])]
-        train = [train[i] for i in sorted(order[n_val:])]
-    return train, val
 
 
 def build_training_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -161,7 +153,7 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     if not records_train:
         raise CovidMTLError("no training images")
     if not records_val:
-        records_train, records_val = split_records(records_train, config.val_fraction, config.seed)
+        records_train, records_val = split_validation(records_train, config.val_fraction, config.seed)
         records_val = records_val or records_train
 
     device = resolve_device(config.device)
@@ -172,8 +164,10 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
                              else eval_transforms(), progress=progress)
     val_ds = build_dataset(records_val, size, transform=eval_transforms(), progress=progress)
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, generator=generator,
-                              num_workers=0)
+    n_draws = (config.steps_per_epoch * config.batch_size) if config.steps_per_epoch else len(train_ds)
+    sampler = (WeightedRandomSampler(balance_weights(train_ds.data), n_draws, generator=generator)
+               if config.balance else RandomSampler(train_ds, num_samples=n_draws, generator=generator))
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     val_loader = DataLoader(val_ds, batch_size=max(config.batch_size, 16), shuffle=False, num_workers=0)
 
     loss_fn = MultiTaskLoss(model.tasks, config.lambdas)
@@ -186,13 +180,14 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
                                     iteration_update=make_eval_iteration(loss_fn), amp=amp, decollate=False)
 
     train_stats, val_stats = EpochStats(loss_fn.lambdas), EpochStats(loss_fn.lambdas)
+    trained = trained_classes(train_ds.data) if "cls" in model.tasks else []
     result = TrainResult(best_checkpoint=out / "model.pt", last_checkpoint=out / "last.pt",
                          history_path=out / "history.json", curves_path=out / "learning_curves.png")
     settings = {k: v for k, v in asdict(config).items()}
     settings.update(image_size=size, tasks=list(model.tasks), config=model.config.name,
                     train_images=len(records_train), val_images=len(records_val),
                     train_slices=summarize(train_ds), val_slices=summarize(val_ds), **init_info)
-    bar = tqdm(total=config.max_steps or config.epochs * len(train_loader), desc="training", unit="step",
+    bar = tqdm(total=min(config.max_steps or 10**12, config.epochs * len(train_loader)), desc="training", unit="step",
                disable=not progress)
 
     @trainer.on(Events.EPOCH_STARTED)
@@ -219,9 +214,9 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     def _val_done(engine):
         engine.state.metrics.update({k: v for k, v in val_stats.compute().items() if v is not None})
 
-    # registered after _val_done so it reads this epoch's loss
+    # registered after _val_done so it reads this epoch's score
     evaluator.add_event_handler(Events.COMPLETED, EarlyStopping(
-        patience=config.patience, score_function=lambda e: -e.state.metrics["loss"], trainer=trainer))
+        patience=config.patience, score_function=lambda e: e.state.metrics["score"], trainer=trainer))
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_end(engine):
@@ -231,13 +226,14 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
         row.update({f"train_{k}": v for k, v in train_stats.compute().items()})
         row.update({f"val_{k}": v for k, v in val_stats.compute().items()})
         result.history.append(row)
-        meta = {"epoch": row["epoch"], "steps": row["steps"], "metrics": row, "train_settings": settings}
+        meta = {"epoch": row["epoch"], "steps": row["steps"], "metrics": row, "train_settings": settings,
+                "decision": decision_meta(trained, val_stats)}
         save_checkpoint(result.last_checkpoint, model, meta)
-        if row["val_loss"] < result.best_val_loss:
-            result.best_val_loss, result.best_epoch = row["val_loss"], row["epoch"]
+        if is_better(row["val_score"], result.best_score):
+            result.best_score, result.best_epoch = row["val_score"], row["epoch"]
             save_checkpoint(result.best_checkpoint, model, meta)
         _write_json(result.history_path, {"settings": settings, "best_epoch": result.best_epoch,
-                                          "best_val_loss": result.best_val_loss, "epochs": result.history})
+                                          "best_score": result.best_score, "epochs": result.history})
         plot_learning_curves(result.history, result.curves_path)
         if progress:
             tqdm.write(_epoch_line(row))
@@ -265,4 +261,5 @@ def _epoch_line(row: dict[str, Any]) -> str:
         return "-" if value is None else f"{value:.4f}"
 
     return (f"epoch {row['epoch']:3d}  loss {fmt('train_loss')} / val {fmt('val_loss')}  "
-            f"dice {fmt('train_dice')} / {fmt('val_dice')}  acc {fmt('train_accuracy')} / {fmt('val_accuracy')}")
+            f"dice {fmt('train_dice')} / {fmt('val_dice')}  covid AUC {fmt('train_covid_auc')} / "
+            f"{fmt('val_covid_auc')}  score {fmt('val_score')}")

@@ -35,15 +35,19 @@ from monai.data import Dataset
 
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS, Image
+from ..io.crop import image_box
 from ..io.slices import lung_slices, resize_slices
 
 @dataclass(frozen=True)
 class VolumeRecord:
-    """One image to learn from: ``image`` path, ``mask`` path or None, ``label`` in ``LABELS`` or None."""
+    """One image to learn from: ``image`` path, ``mask`` path or None, ``label`` in ``LABELS`` or None, and
+    the manifest's ``source`` (data set) and ``group`` (patient/scan) when known."""
 
     image: str
     mask: str | None = None
     label: str | None = None
+    source: str | None = None
+    group: str | None = None
 
 
 def as_records(items: Iterable[object]) -> list[VolumeRecord]:
@@ -51,9 +55,10 @@ def as_records(items: Iterable[object]) -> list[VolumeRecord]:
     records = []
     for i, item in enumerate(items):
         if isinstance(item, Mapping):
-            image, mask, label = item.get("image"), item.get("mask"), item.get("label")
+            image, mask, label, source, group = (item.get(k) for k in ("image", "mask", "label", "source", "group"))
         else:
-            image, mask, label = (getattr(item, k, None) for k in ("image", "mask", "label"))
+            image, mask, label, source, group = (getattr(item, k, None)
+                                                 for k in ("image", "mask", "label", "source", "group"))
         where = f"training record {i} ({image})"
         if not image:
             raise CovidMTLError(f"training record {i}: no image path")
@@ -61,7 +66,8 @@ def as_records(items: Iterable[object]) -> list[VolumeRecord]:
         if label is not None and label not in LABELS:
             raise CovidMTLError(f"{where}: label {label!r} is not one of {list(LABELS)} (the mask path goes "
                                 f"in 'mask')")
-        records.append(VolumeRecord(str(image), str(mask) if mask else None, label))
+        records.append(VolumeRecord(str(image), str(mask) if mask else None, label,
+                                    str(source) if source else None, str(group) if group else None))
     return records
 
 
@@ -87,9 +93,11 @@ def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: 
 
 
 def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image_size: int,
-                 normalized: np.ndarray | None = None) -> list[dict]:
+                 normalized: np.ndarray | None = None, collection: str | None = None) -> list[dict]:
     """Samples of one read image: dicts with ``image``/``mask`` (1, S, S) float32, ``has_mask`` (scalar),
-    ``cls_target``/``cls_weight`` (3,), ``source`` and ``z`` (slice index in the image)."""
+    ``cls_target``/``cls_weight`` (3,), ``source`` (the file), ``collection`` (the data set it belongs to, for
+    class balance) and ``z`` (slice index in the image). Volumes are cut to their lung box first
+    (``covid_mtl.io.crop``), as the predictor does."""
     from ..io.normalize import normalize_array
 
     array = image.array
@@ -99,11 +107,14 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image
     z_kept = np.flatnonzero(keep)
     if z_kept.size == 0:
         return []
-    scaled = normalized if normalized is not None else normalize_array(array, image.is_hu, image.bit_depth)
-    pixels = resize_slices(scaled[z_kept], image_size, "bilinear").numpy()
+    y0, y1, x0, x1 = image_box(array, image.is_hu, image.bit_depth, keep)
+    scaled = normalized[z_kept] if normalized is not None else normalize_array(array[z_kept], image.is_hu,
+                                                                                 image.bit_depth)
+    pixels = resize_slices(scaled[:, y0:y1, x0:x1], image_size, "bilinear").numpy()
     lesions = None
     if mask is not None:
-        lesions = (resize_slices((mask[z_kept] != 0).astype(np.float32), image_size, "nearest").numpy() > 0.5)
+        lesions = (resize_slices((mask[z_kept, y0:y1, x0:x1] != 0).astype(np.float32), image_size,
+                                 "nearest").numpy() > 0.5)
     single = array.shape[0] == 1
     samples = []
     for i, z in enumerate(z_kept):
@@ -117,6 +128,7 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image
             "cls_target": target,
             "cls_weight": weight,
             "source": str(image.source),
+            "collection": collection or "",
             "z": int(z),
         })
     return samples
@@ -139,7 +151,7 @@ def record_slices(record: VolumeRecord, image_size: int) -> list[dict]:
 
     image = read_image(record.image)
     mask = read_mask(record.mask, image) if record.mask else None
-    return image_slices(image, mask, record.label, image_size)
+    return image_slices(image, mask, record.label, image_size, collection=record.source)
 
 
 def build_dataset(records: Sequence[object], image_size: int, transform=None, progress: bool = False) -> Dataset:
@@ -156,6 +168,25 @@ def build_dataset(records: Sequence[object], image_size: int, transform=None, pr
     if not samples:
         raise CovidMTLError(f"no usable slices in {len(records)} training records (no lung-containing slices?)")
     return Dataset(samples, transform=transform or eval_transforms())
+
+
+def balance_weights(samples: Sequence[dict]) -> np.ndarray:
+    """Drawing weights for class balance: the three states of P(covid) (supervised positive, supervised
+    negative, unknown) each get a third of the draws, shared equally by the collections present in that state
+    and then by their slices. So COVID and non-COVID slices are drawn equally often, no single collection
+    stands for a class (a network could learn the collection instead), and unlabelled slices still train the
+    reconstruction and, where masked, the segmentation. States with no slices give their share to the others."""
+    keys = []
+    for s in samples:
+        supervised = float(np.asarray(s["cls_weight"])[0]) > 0
+        state = ("positive" if float(np.asarray(s["cls_target"])[0]) > 0.5 else "negative") if supervised else "unknown"
+        keys.append((state, s.get("collection", "")))
+    states: dict[str, dict[str, int]] = {}
+    for state, collection in keys:
+        states.setdefault(state, {}).setdefault(collection, 0)
+        states[state][collection] += 1
+    weights = np.array([1.0 / len(states) / len(states[st]) / states[st][c] for st, c in keys], dtype=np.float64)
+    return weights / weights.sum()
 
 
 def summarize(dataset: Dataset) -> dict[str, int]:

@@ -17,12 +17,15 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 from monai.engines.utils import IterationEvents
+from sklearn.metrics import roc_auc_score
 from monai.engines.workflow import Workflow
 from torch import nn
 
 from .losses import LossResult, MultiTaskLoss
+from .selection import selection_score
 
 BATCH_KEYS = ("image", "mask", "has_mask", "cls_target", "cls_weight")
 
@@ -135,9 +138,11 @@ def make_eval_iteration(loss_fn: MultiTaskLoss) -> Callable[[Any, Mapping[str, A
 
 class EpochStats:
     """Accumulates step outputs into epoch numbers: count-weighted mean of each loss term, their
-    lambda-weighted sum ``loss``, global Dice over annotated slices (threshold 0.5) and classification
-    accuracy (argmax over slices with a full label; ``covid_accuracy`` over slices whose P(covid) is supervised).
-    Takes the un-decollated output dict (engines built with ``decollate=False``)."""
+    lambda-weighted sum ``loss``, global Dice over annotated slices (threshold 0.5), ``covid_accuracy`` (at 0.5)
+    and ``covid_auc`` over slices whose P(covid) is supervised, 3-class ``accuracy`` (argmax over slices with a full
+    label; None unless at least two classes occur among them, where it would only count one class) and ``score``,
+    the model-selection score (``covid_mtl.train.selection``). Takes the un-decollated output dict (engines built
+    with ``decollate=False``)."""
 
     def __init__(self, lambdas: Mapping[str, float]):
         self.lambdas = dict(lambdas)
@@ -149,6 +154,9 @@ class EpochStats:
         self.dice_inter = self.dice_total = 0.0
         self.annotated = 0
         self.correct = self.labelled = self.covid_correct = self.covid_labelled = 0
+        self.classes_seen: set[int] = set()
+        self.covid_scores: list[np.ndarray] = []
+        self.covid_truth: list[np.ndarray] = []
 
     def update(self, output: Mapping[str, Any]) -> None:
         for task in self.lambdas:
@@ -168,9 +176,12 @@ class EpochStats:
             full = weight.min(dim=1).values > 0
             self.correct += int((logits[full].argmax(1) == target[full].argmax(1)).sum())
             self.labelled += int(full.sum())
+            self.classes_seen.update(int(c) for c in target[full].argmax(1).tolist())
             covid = weight[:, 0] > 0
             self.covid_correct += int(((logits[covid, 0] > 0).float() == target[covid, 0]).sum())
             self.covid_labelled += int(covid.sum())
+            self.covid_scores.append(logits[covid, 0].detach().float().cpu().numpy())
+            self.covid_truth.append(target[covid, 0].detach().float().cpu().numpy())
 
     def compute(self) -> dict[str, float | None]:
         terms = {t: self.sums[t] / self.counts[t] if self.counts[t] else None for t in self.lambdas}
@@ -178,6 +189,24 @@ class EpochStats:
         stats["loss"] = sum(self.lambdas[t] * v for t, v in terms.items() if v is not None)
         # no lesion predicted on annotated slices that have none is a perfect score, not an undefined one
         stats["dice"] = (2 * self.dice_inter / self.dice_total if self.dice_total else 1.0) if self.annotated else None
-        stats["accuracy"] = self.correct / self.labelled if self.labelled else None
+        stats["accuracy"] = self.correct / self.labelled if self.labelled and len(self.classes_seen) >= 2 else None
         stats["covid_accuracy"] = self.covid_correct / self.covid_labelled if self.covid_labelled else None
+        stats["covid_auc"] = self.covid_auc()
+        stats["score"] = selection_score(stats)
         return stats
+
+    def covid_auc(self) -> float | None:
+        """COVID-vs-rest ROC AUC of the supervised slices (logits rank like probabilities), None with one class."""
+        if not self.covid_scores:
+            return None
+        truth, scores = np.concatenate(self.covid_truth), np.concatenate(self.covid_scores)
+        if truth.min() == truth.max():
+            return None
+        return float(roc_auc_score(truth > 0.5, scores))
+
+    def covid_scores_and_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """P(covid) and 0/1 truth of the supervised slices seen (for the decision threshold)."""
+        if not self.covid_scores:
+            return np.zeros(0), np.zeros(0)
+        logits = np.concatenate(self.covid_scores)
+        return 1.0 / (1.0 + np.exp(-logits)), np.concatenate(self.covid_truth)

@@ -20,6 +20,11 @@ FINAL_TAG = "final"
 # Node attributes that remember which server image a volume is and which segmentation shows its lesions.
 IMAGE_ID_ATTRIBUTE = "CovidMTL.ImageId"
 SEGMENTATION_ATTRIBUTE = "CovidMTL.SegmentationNodeID"
+# The case's warnings (server's named self-checks) kept on the segmentation node, so they stay with the scene.
+WARNINGS_ATTRIBUTE = "CovidMTL.Warnings"
+# Panel lines and the quantification keys whose warnings are marked next to them.
+NUMBER_KEYS = (("percent_involved", "percent_involved"), ("zone_severity_score", "zone_severity_score"),
+               ("lobe_severity_score", "lobe_severity_score"), ("lung_ml", "lung_ml"))
 
 Progress = Callable[[str, int], None]  # (message, percent 0..100)
 
@@ -42,18 +47,37 @@ class InferenceResult:
     segment_id: str
     details: dict[str, Any] = field(default_factory=dict)
     mask_file: bytes = field(default=b"", repr=False)  # the mask exactly as the server sent it (for saving, checks)
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # named self-checks: {name, message, affects}
+
+    def marks(self, key: str) -> str:
+        """`` <! name, ...>``: the warnings that put the number under ``key`` in doubt."""
+        names = [str(w.get("name")) for w in self.warnings if key in (w.get("affects") or [])]
+        return f"  <! {', '.join(names)}>" if names else ""
 
     def summary(self) -> str:
         lines = [f"Prediction: {self.label}"]
         lines += [f"  p({name}) = {self.probabilities.get(name, float('nan')):.3f}" for name in CLASSES]
         volume = "n/a (no voxel spacing)" if self.lesion_volume_ml is None else f"{self.lesion_volume_ml:.1f} ml"
         lines.append(f"Lesion volume: {volume}")
-        for key in ("percent_involved", "zone_severity_score", "lobe_severity_score", "lung_ml"):
+        for key, affected in NUMBER_KEYS:
             if self.quantification.get(key) is not None:
-                lines.append(f"{key.replace('_', ' ').capitalize()}: {self.quantification[key]}")
+                lines.append(f"{key.replace('_', ' ').capitalize()}: {self.quantification[key]}{self.marks(affected)}")
         if self.model_version:
             lines.append(f"Model: {self.model_version}")
         return "\n".join(lines)
+
+    def warnings_text(self) -> str:
+        """What the panel's warning label shows: one line per warning (empty when the case has none)."""
+        return "\n".join(f"! {w.get('name')}: {w.get('message')}" for w in self.warnings)
+
+
+def case_warnings(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The server's named warnings of a case: the reply's ``warnings`` (reading + measures), else the
+    quantification's own (servers before issue 14 send neither: no warnings)."""
+    found = result.get("warnings")
+    if found is None:
+        found = (result.get("quantification") or {}).get("warnings")
+    return [dict(w) for w in found or [] if isinstance(w, dict) and w.get("name")]
 
 
 @dataclass
@@ -168,7 +192,9 @@ class CovidMTLLogic:
         finally:
             mrml.remove_node(self.scene, labelmap)
         volume_node.SetAttribute(SEGMENTATION_ATTRIBUTE, segmentation.GetID())
-        progress("Done", 100)
+        warnings = case_warnings(result)
+        segmentation.SetAttribute(WARNINGS_ATTRIBUTE, ";".join(str(w["name"]) for w in warnings))
+        progress("Done, with warnings: check the marked numbers" if warnings else "Done", 100)
         return InferenceResult(
             image_id=image_id,
             label=str(result.get("label")),
@@ -180,7 +206,14 @@ class CovidMTLLogic:
             segment_id=segment_id,
             details=result,
             mask_file=mask.data,
+            warnings=warnings,
         )
+
+    def warnings_for(self, volume_node) -> list[str]:
+        """Names of the warnings of this volume's last Classify & Segment (kept on its segmentation node)."""
+        segmentation = self.segmentation_for(volume_node)
+        names = segmentation.GetAttribute(WARNINGS_ATTRIBUTE) if segmentation is not None else None
+        return [name for name in (names or "").split(";") if name]
 
     def segmentation_for(self, volume_node):
         """The "COVID lesion" segmentation made earlier for this volume, if it is still in the scene."""

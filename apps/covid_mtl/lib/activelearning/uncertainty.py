@@ -1,9 +1,9 @@
 """Active learning: which unlabeled image should the radiologist correct next.
 
 Score = entropy of the three class probabilities + mean binary entropy of the lesion probability map, as
-computed by ``covid_mtl.predict.predictor.Predictor.uncertainty`` (both in nats; higher = less certain). Scores are
-cached in the image info under ``covid_mtl_uncertainty`` with the model they came from, so the datastore
-shows them and a new model triggers re-scoring.
+computed by ``covid_mtl.predict.predictor.Predictor.uncertainty`` (higher = less certain). Scores are cached in
+the image info under ``covid_mtl_uncertainty`` with the version of the model they came from (``<config>-<sha256
+prefix>``, not its path: training publishes every new model under the same path), so a new model re-scores.
 """
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ INFO_KEY = "covid_mtl_uncertainty"
 
 def score_image(infer, datastore: Datastore, image_id: str, refresh: bool = False) -> Optional[float]:
     """Uncertainty of ``image_id`` under the served model, cached in its image info; None if unreadable."""
-    model_key = infer.current_model_path()
+    try:
+        model_key = infer.model_version()
+    except Exception as exc:  # no loadable model: nothing can be scored
+        logger.warning(f"covid_mtl: cannot score {image_id}: {exc}")
+        return None
     cached = (datastore.get_image_info(image_id) or {}).get(INFO_KEY)
     if not refresh and isinstance(cached, dict) and cached.get("model") == model_key:
         return float(cached["score"])

@@ -7,6 +7,8 @@
 - ``preload``: ``true`` (default) loads the model and runs a warm-up slice when the server starts.
 - ``use_pretrained``: ``true`` (default) serves the packaged demo model until a trained one is published.
 - ``max_upload_mb``: refuse uploaded images or labels larger than this (default 2048).
+- ``max_image_mb``: memory one image may take while it is read, checked from its header before anything is
+  allocated (default 2048; ``covid_mtl.io.checks``).
 """
 from __future__ import annotations
 

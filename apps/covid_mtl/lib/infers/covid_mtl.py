@@ -16,9 +16,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 from fastapi import HTTPException
 from lib.datastore import read_or_422
+from lib.http_errors import ModelUnavailable
+from lib.mask_output import write_result_mask
 
+from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES, Image
-from covid_mtl.io import write_mask
 from covid_mtl.predict.predictor import Predictor
 from covid_mtl.measure.summary import model_version, summarize
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -56,7 +58,8 @@ class CovidMTLInfer(InferTask):
     def info(self) -> Dict[str, Any]:
         info = super().info()
         info["classes"] = list(CLASSES)
-        info["model"] = self._loaded[0] if self._loaded else self.current_model_path()
+        # A version, never a server path (/info/ is open to every user).
+        info["model"] = model_version(self._predictor) if self._predictor is not None else None
         return info
 
     def is_valid(self) -> bool:
@@ -74,16 +77,23 @@ class CovidMTLInfer(InferTask):
         """The model in memory, reloaded when a newer file has been published (atomic rename => new mtime)."""
         path = self.current_model_path()
         if path is None:
-            raise HTTPException(status_code=503, detail="no covid_mtl model is available on this server yet")
+            raise ModelUnavailable("no covid_mtl model is available on this server yet")
         key = (path, os.stat(path).st_mtime_ns)
         with self._lock:
             if self._predictor is None or self._loaded != key:
                 logger.info(f"covid_mtl: loading model {path}")
-                predictor = Predictor.from_checkpoint(path, device=self.device)
+                try:
+                    predictor = Predictor.from_checkpoint(path, device=self.device)
+                except CovidMTLError as exc:  # the server's model file, not the client's input: 503, not 422
+                    raise ModelUnavailable(str(exc)) from exc
                 model_version(predictor)
                 warm_up(predictor)
                 self._predictor, self._loaded = predictor, key
             return self._predictor
+
+    def model_version(self) -> str:
+        """``<config>-<sha256[:12]>`` of the model that answers the next request (loads it if needed)."""
+        return model_version(self.predictor())
 
     def read(self, request: Dict[str, Any]) -> Image:
         path = request.get("image")
@@ -101,6 +111,6 @@ class CovidMTLInfer(InferTask):
         suffix = ".png" if image.meta.get("format") == "raster" else ".nii.gz"
         fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
         os.close(fd)
-        write_mask(prediction.mask, image, mask_path)
+        write_result_mask(prediction.mask, image, mask_path)
         result.setdefault("timings", {}).update({"read_s": round(read_s, 3), "total_s": round(time.perf_counter() - start, 3)})
         return mask_path, result

@@ -14,15 +14,17 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from ignite.engine import Events
 from ignite.metrics import Metric
-from lib.trainers.datalist import datastore_records, split_records
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from lib.trainers.datalist import datastore_records
+from torch.utils.data import DataLoader, RandomSampler, Subset, WeightedRandomSampler
 
 from covid_mtl.train.augment import eval_transforms, train_transforms
 from covid_mtl.nets.checkpoint import load_model, save_checkpoint
 from covid_mtl.nets.config import get_config
 from covid_mtl.train.losses import MultiTaskLoss
 from covid_mtl.nets.factory import build_model
-from covid_mtl.train.samples import build_dataset
+from covid_mtl.train.decision import decision_meta, trained_classes
+from covid_mtl.train.samples import balance_weights, build_dataset
+from covid_mtl.train.selection import split_validation
 from covid_mtl.train.step import EpochStats, make_eval_iteration, make_train_iteration
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import StatsHandler
@@ -89,22 +91,25 @@ class CovidMTLTrain(BasicTrainTask):
         return datastore_records(datastore)
 
     def partition_datalist(self, context: Context, shuffle: bool = False):
-        return split_records(context.datalist, float(context.request.get("val_split", 0.2)), seed=0)
+        # the core's one split, so `covid-mtl train` on the same images validates on the same ones
+        return split_validation(context.datalist, float(context.request.get("val_split", 0.2)), seed=0)
 
     def _image_size(self, context: Context) -> int:
         return _unwrap(context.network).config.image_size
 
     def train_data_loader(self, context: Context, num_workers: int = 0, shuffle: bool = True):
         dataset = build_dataset(context.train_datalist, self._image_size(context), transform=train_transforms())
+        context.covid_mtl_trained = trained_classes(dataset.data)
         steps = int(context.request.get("steps_per_epoch", 0))
+        draws = steps * context.train_batch_size if steps > 0 else len(dataset)
         if context.multi_gpu:  # MONAI Label's DDP path: each rank trains on its own share of the slices
             from torch.utils.data.distributed import DistributedSampler
 
             sampler = DistributedSampler(dataset, shuffle=True)
-        elif steps > 0:
-            sampler = RandomSampler(dataset, num_samples=steps * context.train_batch_size)
+        elif context.request.get("balance", True):  # the CLI's class balance (covid_mtl.train.samples)
+            sampler = WeightedRandomSampler(balance_weights(dataset.data), draws)
         else:
-            sampler = RandomSampler(dataset)
+            sampler = RandomSampler(dataset, num_samples=draws)
         return DataLoader(dataset, batch_size=context.train_batch_size, sampler=sampler, num_workers=num_workers)
 
     def val_data_loader(self, context: Context, num_workers: int = 0):
@@ -150,12 +155,15 @@ class CovidMTLTrain(BasicTrainTask):
         return {"train_loss": OutputStat("loss", self._lambdas(context))}
 
     def val_key_metric(self, context: Context):
-        return {"val_dice": OutputStat("dice", self._lambdas(context))}
+        # the core's selection score (lesion Dice + COVID-vs-rest AUC), the rule `covid-mtl train` keeps its best by
+        context.covid_mtl_val_stats = OutputStat("score", self._lambdas(context), default=float("-inf"))
+        return {"val_score": context.covid_mtl_val_stats}
 
     def val_additional_metrics(self, context: Context):
         lambdas = self._lambdas(context)
-        return {"val_accuracy": OutputStat("accuracy", lambdas), "val_covid_accuracy": OutputStat("covid_accuracy", lambdas),
-                "val_loss": OutputStat("loss", lambdas)}
+        return {"val_dice": OutputStat("dice", lambdas), "val_covid_auc": OutputStat("covid_auc", lambdas),
+                "val_accuracy": OutputStat("accuracy", lambdas),
+                "val_covid_accuracy": OutputStat("covid_accuracy", lambdas), "val_loss": OutputStat("loss", lambdas)}
 
     def train_pre_transforms(self, context: Context):
         return None
@@ -230,6 +238,9 @@ class CovidMTLTrain(BasicTrainTask):
             "best_metric": float(engine.state.best_metric),
             "images": len(context.datalist),
         }
+        val_stats = getattr(context, "covid_mtl_val_stats", None)
+        if val_stats is not None and "cls" in _unwrap(context.network).tasks:
+            meta["decision"] = decision_meta(getattr(context, "covid_mtl_trained", []), val_stats.stats)
         save_checkpoint(self.published_path, _unwrap(context.network), meta=meta)
         logger.info(f"covid_mtl: published model (epoch {meta['epoch']}, {meta['metric']}={meta['best_metric']:.4f})")
 

@@ -1,0 +1,173 @@
+"""``datastore_v2.json`` has one writer: every change is a read-modify-write of what is on disk, under the
+datastore's file lock, written atomically.
+
+MONAI Label keeps the datastore in memory and writes that copy back on every change. Tasks run in their own
+processes (scoring, training, batch infer), each with its own copy loaded when it started, so a scoring run that
+finished after a label save wrote back a datastore without that save. Here a change never starts from memory:
+:func:`change` reads the file, lets the caller edit that fresh copy, writes it, and only then becomes the
+in-memory copy. A change that raises (full disk, refused upload) writes nothing and leaves memory as it was.
+
+Files that belong to a change (an uploaded image or label) are staged next to their destination first and
+renamed into place only after the JSON is written, so a failed change leaves no new file behind either.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from filelock import FileLock
+
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastoreModel
+
+STAGING_PREFIX = ".covid-mtl-staging-"
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(dest: str, source: Optional[str] = None, data: Optional[bytes] = None) -> str:
+    """A complete, fsynced copy of ``source`` (or ``data``) next to ``dest``; :func:`commit` renames it."""
+    folder = os.path.dirname(dest)
+    fd, tmp = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if source is not None:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            else:
+                out.write(data or b"")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+    except BaseException:
+        discard(tmp)
+        raise
+    return tmp
+
+
+def commit(staged: str, dest: str) -> None:
+    os.replace(staged, dest)
+    _fsync_dir(os.path.dirname(dest))
+
+
+def discard(staged: Optional[str]) -> None:
+    if staged and os.path.exists(staged):
+        os.unlink(staged)
+
+
+def disk_stamp(path: str) -> Optional[Tuple[int, int, int]]:
+    """Changes with every atomic replace (new inode), even within one mtime tick."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def read_model(path: str, base_path: str, default: LocalDatastoreModel) -> LocalDatastoreModel:
+    if not os.path.exists(path):
+        model = default.model_copy(deep=True)
+    else:
+        with open(path) as f:
+            model = LocalDatastoreModel.model_validate_json(f.read())
+    model.base_path = base_path
+    return model
+
+
+def dump(model: LocalDatastoreModel) -> bytes:
+    return json.dumps(model.model_dump(exclude={"base_path"}), indent=2, default=str).encode()
+
+
+class Change:
+    """One change: the datastore as read from disk, files to put in place and files to delete with it."""
+
+    def __init__(self, model: LocalDatastoreModel) -> None:
+        self.model = model
+        self.staged: List[Tuple[str, str]] = []  # (staging file, destination)
+        self.deletes: List[str] = []
+
+    def put(self, dest: str, source: str) -> None:
+        """``source`` lands at ``dest`` when the JSON that describes it is written (not before, not without)."""
+        self.staged.append((stage(dest, source=source), dest))
+
+    def delete(self, path: str) -> None:
+        self.deletes.append(path)
+
+
+@contextlib.contextmanager
+def change(lock_file: str, path: str, base_path: str, default: LocalDatastoreModel,
+           on_written: Callable[[LocalDatastoreModel], None]) -> Iterator[Change]:
+    """Yield the datastore as it is on disk, under the lock; write it back if the caller changed it, put the
+    staged files in place, delete the dropped ones, then hand the model to ``on_written`` (the in-memory copy).
+    Everything happens under the lock, so no other process sees the JSON without its files. If the caller or
+    the JSON write raises, nothing is written and every staged file is discarded."""
+    with FileLock(lock_file):
+        ch = Change(read_model(path, base_path, default))
+        try:
+            before = dump(ch.model)
+            yield ch
+            after = dump(ch.model)
+            if after != before:
+                staged = stage(path, data=after)
+                try:
+                    commit(staged, path)
+                finally:
+                    discard(staged)
+            for staged_file, dest in ch.staged:
+                commit(staged_file, dest)
+            for dead in ch.deletes:
+                if os.path.exists(dead):
+                    os.unlink(dead)
+        finally:
+            for staged_file, _ in ch.staged:
+                discard(staged_file)
+        on_written(ch.model)
+
+
+# ----- reconciling the JSON with the files (images or labels added or removed by hand) ------------------------------
+def _listing(folder: str, patterns) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    names = os.listdir(folder)
+    return sorted({n for p in patterns for n in fnmatch.filter(names, p)})
+
+
+def reconcile(model: LocalDatastoreModel, patterns, to_id: Callable[[str], Tuple[str, str]]) -> None:
+    """Drop entries whose file is gone; add image and label files the JSON does not list (ts + name only)."""
+    image_dir = model.image_path()
+    objects: Dict[str, ImageLabelModel] = {}
+    for image_id, obj in model.objects.items():
+        if not os.path.exists(os.path.join(image_dir, image_id + obj.image.ext)):
+            continue
+        kept = {tag: label for tag, label in obj.labels.items()
+                if os.path.exists(os.path.join(model.label_path(tag), image_id + label.ext))}
+        obj.labels.clear()
+        obj.labels.update(kept)
+        objects[image_id] = obj
+    now = int(time.time())
+    for name in _listing(image_dir, patterns):
+        image_id, ext = to_id(name)
+        if image_id not in objects:
+            objects[image_id] = ImageLabelModel(image=DataModel(info={"ts": now, "name": name}, ext=ext))
+    labels_root = model.label_path(None)
+    tags = [t for t in os.listdir(labels_root) if os.path.isdir(os.path.join(labels_root, t))] \
+        if os.path.isdir(labels_root) else []
+    for tag in tags:
+        for name in _listing(model.label_path(tag), patterns):
+            image_id, ext = to_id(name)
+            obj = objects.get(image_id)
+            if obj is not None and tag not in obj.labels:
+                obj.labels[tag] = DataModel(info={"ts": now, "name": name}, ext=ext)
+    model.objects.clear()
+    model.objects.update(objects)

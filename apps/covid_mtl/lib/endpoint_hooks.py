@@ -1,0 +1,131 @@
+"""Checks wrapped around MONAI Label 0.8.5's endpoint functions, before MONAI Label touches a request.
+
+Each ``api_*`` route calls a module-level function of its endpoint module (``run_inference``, ``add_image``, ...)
+by name at call time, so replacing that module attribute puts these checks on the route, with the uploaded file's
+real name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every later message names that):
+- ``params`` / ``info`` must be a JSON object, not nested too deep (400) (``lib.params``);
+- infer and batch infer never write the ``final`` label tag (403);
+- an image upload without ``?image=`` gets the whole file stem as its id, and ``{"replace": true}`` is reported
+  back with the labels it deleted;
+- a refused upload is named after the user's file, and a full disk is a 507 (``lib.http_errors``).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Callable, Optional
+
+from fastapi import HTTPException
+from lib.datastore import REPLACE_KEY, id_from_filename
+from lib.http_errors import classify, to_http
+from lib.params import parse_params, refuse_final_tag
+
+logger = logging.getLogger(__name__)
+
+
+def _upload_name(upload) -> Optional[str]:
+    name = getattr(upload, "filename", None)
+    return name.replace("\\", "/").rsplit("/", 1)[-1] or None if name else None
+
+
+def _named(exc: Exception, upload_name: Optional[str]) -> Exception:
+    """``exc`` as the HTTPException the client gets, naming the user's file; server faults stay as they are."""
+    status, _ = classify(exc)
+    if status >= 500 and status != 507:
+        return exc
+    return to_http(exc, upload_name)
+
+
+def _call(original: Callable, upload_name: Optional[str], *args) -> Any:
+    try:
+        return original(*args)
+    except Exception as exc:
+        converted = _named(exc, upload_name)
+        if converted is exc:
+            raise
+        raise converted from exc
+
+
+def _infer_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def run_inference(background_tasks, model, image="", session_id="", params="{}", file=None, label=None,
+                      output=None):
+        parsed = parse_params(params)
+        refuse_final_tag(parsed)
+        return _call(original, _upload_name(file), background_tasks, model, image, session_id, json.dumps(parsed),
+                     file, label, output)
+    return run_inference
+
+
+def _add_image_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def add_image(background_tasks, image=None, params="{}", file=None, user=None):
+        from monailabel.interfaces.utils.app import app_instance
+
+        parsed = parse_params(params)
+        image = image or id_from_filename(getattr(file, "filename", "") or "") or None
+        replace = parsed.get(REPLACE_KEY) is True
+        existed, labels = False, []
+        if replace and image:  # said back to the client: what the replacement deleted
+            datastore = app_instance().datastore()
+            existed = image in datastore.list_images()
+            labels = sorted(datastore.get_labels_by_image_id(image)) if existed else []
+        result = _call(original, _upload_name(file), background_tasks, image, json.dumps(parsed), file, user)
+        if replace:
+            result = {**result, "replaced": existed, "labels_deleted": labels}
+        return result
+    return add_image
+
+
+def _save_label_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def save_label(background_tasks, image, params="{}", tag="final", label=None, user=None):
+        parsed = parse_params(params)
+        return _call(original, _upload_name(label), background_tasks, image, json.dumps(parsed), tag, label, user)
+    return save_label
+
+
+def _info_hook(original: Callable, n_ids: int) -> Callable:
+    @functools.wraps(original)
+    def update_info(*args):
+        args = list(args)
+        args[n_ids] = json.dumps(parse_params(args[n_ids], "info"))
+        return _call(original, None, *args)
+    return update_info
+
+
+def _batch_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def run(model, images=None, params=None, run_sync=False):
+        if params is not None and not isinstance(params, dict):
+            raise HTTPException(status_code=400, detail="batch infer parameters must be a JSON object")
+        refuse_final_tag(params or {})
+        return original(model, images, params, run_sync)
+    return run
+
+
+def _session_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def create_session(background_tasks, uncompress=False, expiry=0, files=None):
+        files = files or []
+        name = _upload_name(files[0]) if len(files) == 1 else f"the uploaded series ({len(files)} files)"
+        return _call(original, name, background_tasks, uncompress, expiry, files)
+    return create_session
+
+
+def install() -> None:
+    """Idempotent: the app may be created more than once in one process."""
+    from monailabel.endpoints import batch_infer, datastore, infer, session
+
+    hooks = [(infer, "run_inference", _infer_hook), (datastore, "add_image", _add_image_hook),
+             (datastore, "save_label", _save_label_hook),
+             (datastore, "update_image_info", lambda f: _info_hook(f, 1)),
+             (datastore, "update_label_info", lambda f: _info_hook(f, 2)),
+             (batch_infer, "run", _batch_hook), (session, "create_session", _session_hook)]
+    for module, name, hook in hooks:
+        current = getattr(module, name)
+        if not getattr(current, "_covid_mtl_hook", False):
+            wrapped = hook(current)
+            wrapped._covid_mtl_hook = True
+            setattr(module, name, wrapped)
