@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from covid_mtl.nets.checkpoint import load_checkpoint
-from covid_mtl.image import CLASSES
+from covid_mtl.image import CLASSES, LABELS
 from covid_mtl.io import read_image
 from tests.server import Server, copy_app, copy_studies, start, stop
 
@@ -147,7 +147,7 @@ def test_kill_during_label_saves_leaves_complete_files(site: Site) -> None:
         match = [label for data, label in versions if data == stored]
         assert match, f"{image}: the stored label is none of the uploads"
         assert datastore["objects"][image]["labels"]["final"]["info"]["classification"] == match[0]
-    assert infer_json(server, "covid_002")["label"] in CLASSES
+    assert infer_json(server, "covid_002")["label"] in LABELS
 
 
 def slow_save(server: Server, image: str, data: bytes) -> None:
@@ -192,12 +192,13 @@ def test_failing_training_leaves_model_untouched_and_reports_why(site: Site) -> 
     server = site.server
     models_before = model_state(site.app_dir)
     version_before = infer_json(server, "covid_001")["model_version"]
-    (site.studies / "labels" / "final" / "other_001.nii.gz").write_bytes(b"\x1f\x8b corrupted on disk")
+    # a training image (the manifest's test-split images never reach training: covid_mtl.train.selection)
+    (site.studies / "labels" / "final" / "normal_001.nii.gz").write_bytes(b"\x1f\x8b corrupted on disk")
     r = requests.post(f"{server.url}/train/covid_mtl", json=TINY_TRAINING, timeout=30)
     assert r.status_code == 200, r.text
     status = wait_train(server, lambda s: s.get("status") in ("DONE", "ERROR", "STOPPED"))
     assert status["status"] == "ERROR", json.dumps(status)[-3000:]
-    assert any("other_001" in line for line in status["details"]), status["details"]
+    assert any("normal_001" in line for line in status["details"]), status["details"]
     assert model_state(site.app_dir) == models_before
     assert infer_json(server, "covid_001")["model_version"] == version_before
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200

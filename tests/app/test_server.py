@@ -46,10 +46,19 @@ def infer(server, params: dict | None = None, files=None, **query) -> tuple[dict
 
 
 def check_result(result: dict) -> None:
-    assert result["label"] in CLASSES
-    assert set(result["probabilities"]) == set(CLASSES)
+    """The reply says only what the served model was trained to say (issue 12): P(covid) and covid/non-covid
+    at its validated cut-off for a COVID-vs-rest model, the three classes for a three-class one."""
+    decision = result["decision"]
     assert all(0.0 <= p <= 1.0 for p in result["probabilities"].values())
-    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    if decision["binary"]:
+        assert set(result["probabilities"]) == {"covid"}
+        p = result["probabilities"]["covid"]
+        assert result["label"] == ("covid" if p >= decision["threshold"] else "non-covid")
+        assert result["statement"].startswith("COVID-19 vs non-COVID") and f"{p:.2f}" in result["statement"]
+    else:
+        assert result["label"] in CLASSES and set(result["probabilities"]) == set(CLASSES)
+        assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+        assert result["statement"].startswith("COVID-19 / normal / other infection")
     assert result["model_version"] and result["aggregation"]["rule"]
 
 

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from PIL import Image as PILImage
 
+from covid_mtl.io.normalize import lung_window_u8
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io.manifest import read_manifest
 from covid_mtl.demo.phantom import DEFAULT_SHAPE, make_phantom
@@ -117,7 +118,8 @@ def test_png_slices_are_lung_window_renderings_with_0_1_masks():
         assert set(np.unique(mask)) <= {0, 1}
         assert mask.any() == (kind != "normal")
         pixels = np.asarray(image)
-        assert pixels[0, 0] == 0 and pixels.max() == 255  # air at the window floor, bone above its top
+        # air (-1000 HU) where W 1500 / L -600 puts it, bone above the window's top
+        assert pixels[0, 0] == lung_window_u8(np.array([-1000.0]))[0] and pixels.max() == 255
 
 
 def test_dicom_series_geometry_and_values(cases):

@@ -21,7 +21,7 @@ import vtk.util.numpy_support
 
 from CovidMTLLib import scene as mrml
 from CovidMTLLib.client import CovidMTLLogicError
-from CovidMTLLib.logic import CLASSES, IMAGE_ID_ATTRIBUTE, SEGMENT_NAME, CovidMTLLogic
+from CovidMTLLib.logic import CORRECTION_CLASSES, IMAGE_ID_ATTRIBUTE, SEGMENT_NAME, CovidMTLLogic
 from tests.server import copy_studies, running_server
 from tests.slicer.slicer_helpers import application_scene, nifti_zyx
 
@@ -112,9 +112,12 @@ def test_connect_shows_what_the_server_offers(logic):
 
 def test_classify_builds_aligned_segmentation_and_returns_the_prediction(server, classified):
     volume, result, steps, idles = classified
-    assert result.label in CLASSES and result.label == result.details["label"]
-    assert set(result.probabilities) == set(CLASSES) and all(0.0 <= p <= 1.0 for p in result.probabilities.values())
+    assert result.label in CORRECTION_CLASSES and result.label == result.details["label"]
+    # only the classes the served model was trained on (issue 12), and its statement in words on the panel
+    assert set(result.probabilities) == set(result.details["probabilities"]) and "covid" in result.probabilities
+    assert all(0.0 <= p <= 1.0 for p in result.probabilities.values())
     assert isinstance(result.quantification, dict) and "Prediction: " + result.label in result.summary()
+    assert result.statement == result.details["statement"] and result.statement in result.summary()
     # the server's named self-checks reach the panel and the segmentation node (issue 14)
     assert isinstance(result.details["warnings"], list) and result.warnings == result.details["warnings"]
     assert result.segmentation_node.GetAttribute("CovidMTL.Warnings") == ";".join(w["name"] for w in result.warnings)
@@ -194,7 +197,7 @@ def test_next_case_loads_an_unlabelled_image(server, logic, module_scene):
 def test_real_ct_is_classified_on_its_own_grid(logic, module_scene, real_ct):
     volume = mrml.read_volume(module_scene, real_ct / REAL_CT, "example_ct_sm")
     result = logic.classify_and_segment(volume)
-    assert result.label in CLASSES
+    assert result.label in CORRECTION_CLASSES
     assert_segmentation_matches(volume, result)
 
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
-from lib.http_errors import ModelUnavailable, classify, public_message
+from lib.http_errors import ModelUnavailable, classify
 
 from covid_mtl.errors import CovidMTLError
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import CovidMTLError
 
 SUMMARY_COLUMNS = (
-    "case", "input", "status", "label", "p_covid", "p_normal", "p_other", "lesion_ml", "lung_ml",
+    "case", "input", "status", "label", "statement", "p_covid", "p_normal", "p_other", "lesion_ml", "lung_ml",
     "percent_involved", "zone_severity_score", "lesion_outside_lung_ml", "lung_mask", "warnings", "outputs", "seconds",
     "error",
 )
@@ -140,7 +140,8 @@ def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: 
         **result,
         "outputs": outputs,
     }
-    pred_view = {"label": prediction.label, "probabilities": prediction.probabilities, "model_version": version}
+    pred_view = {"label": prediction.label, "probabilities": prediction.probabilities, "model_version": version,
+                 "statement": prediction.statement}
     png, pdf = write_report(image, pred_view, measures, case_dir / "report", mask=prediction.mask, lung=lung,
                             title=f"covid-mtl report: {case.case_id}", warnings=result["warnings"])
     outputs.update(report_png=str(png), report_pdf=str(pdf))
@@ -178,6 +179,7 @@ def summary_row(case: Case, report: dict[str, Any] | None, error: str | None, se
     row.update(
         status="ok",
         label=report.get("label") or "",
+        statement=report.get("statement") or "",
         **{f"p_{k}": f"{float(v):.4f}" for k, v in probs.items() if f"p_{k}" in row},
         lung_mask="ok" if measures.get("lung_mask", {}).get("available") else f"skipped: {measures.get('lung_mask', {}).get('reason')}",
         warnings=";".join(str(w.get("name")) for w in report.get("warnings") or []),

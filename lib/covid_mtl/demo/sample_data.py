@@ -223,7 +223,7 @@ Regenerate byte-for-byte with
     {command}
 
 - `*_NNN.nii.gz`: 3D int16 HU volumes (RAS affine, qform = sform), classes covid / normal / other.
-- `*_slice_001.png`: 8-bit lung-window ([-1000, 400] HU) axial slices, not HU.
+- `*_slice_001.png`: 8-bit lung-window (W 1500 / L -600: [-1350, 150] HU) axial slices, not HU.
 - `dicom/{DICOM_CASE}/`: one CT series (CT Image Storage, explicit VR little endian, RescaleIntercept -1024);
   its lesion mask is `dicom/{DICOM_CASE}_lesion.nii.gz`.
 - `labels/final/`: lesion masks (0/1) in the layout of a MONAI Label `LocalDatastore`, which serves this folder

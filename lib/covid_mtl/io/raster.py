@@ -40,6 +40,8 @@ def read_raster(path: Path) -> Image:
                 # Refuse before decoding: a small file can expand to gigabytes (decompression bomb).
                 if max(width, height) > MAX_SIDE:
                     raise CovidMTLError(f"{source}: image too large ({width}x{height} pixels); refusing to decode it")
+                # A multi-page TIFF says how many frames it holds: the memory budget applies before any is decoded.
+                check_shape((int(getattr(im, "n_frames", 1)), height, width), source)
                 frames, depth = [], 8
                 for index in range(getattr(im, "n_frames", 1)):
                     im.seek(index)

@@ -132,7 +132,8 @@ def write_report(
 ) -> list[Path]:
     """Write ``<out_stem>.png`` and ``<out_stem>.pdf``; returns both paths.
 
-    ``prediction``: ``label``, ``probabilities`` ({class: p}) and optionally ``model_version``.
+    ``prediction``: ``label``, ``probabilities`` ({class: p}; only the trained classes) and optionally
+    ``statement`` and ``model_version``.
     ``measures``: the dict of :func:`covid_mtl.measure.quantify.quantify` (None skips the measures block).
     ``warnings``: every named warning of the case (default: ``measures["warnings"]``), listed under the measures.
     """
@@ -172,6 +173,8 @@ def _classification(fig: Figure, prediction: Mapping[str, Any]) -> None:
     probabilities = dict(prediction.get("probabilities") or {})
     fig.text(0.05, 0.895, f"Classification: {label.upper()}", fontsize=14, weight="bold",
              color="firebrick" if label == "covid" else "black")
+    if prediction.get("statement"):  # the model's claim with only the classes it was trained on
+        fig.text(0.05, 0.875, str(prediction["statement"]), fontsize=7.5)
     if not probabilities:
         return
     ax = fig.add_axes((0.55, 0.86, 0.38, 0.07))

@@ -32,7 +32,8 @@ def model_version(predictor: Predictor) -> str:
 
 def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: LungMask | None = None,
               quantification: bool = True) -> dict[str, Any]:
-    """JSON-safe summary of ``prediction`` on ``image``: class, probabilities, lesion volume, measures, model.
+    """The one summary of a prediction (JSON-safe): class and the model's statement (only the classes it was
+    trained on, ``decision``), probabilities, geometry, lesion volume, measures, uncertainty, model, warnings.
 
     ``lung``: a lung mask already computed (the CLI report draws it too); computed here otherwise.
     ``lesion_volume_ml`` is quantify's ``lesion_ml`` (quantify owns every measure). ``warnings``: every named
@@ -48,12 +49,18 @@ def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: 
         else:
             lesion_ml = lesion_volume_ml(prediction.mask, image.spacing)
     warnings = [dict(w) for w in image.meta.get("warnings", [])] + list((measures or {}).get("warnings", []))
+    if prediction.geometry.get("warning"):
+        warnings.append({"name": "resliced", "message": prediction.geometry["warning"],
+                         "affects": ["label", "probabilities", "lesion_volume_ml"]})
     timings = {k: round(float(v), 4) for k, v in prediction.timings.items()}
     timings["quantify_s"] = round(time.perf_counter() - start, 4)
     return {
         "label": prediction.label,
+        "statement": prediction.statement,
         "probabilities": prediction.probabilities,
+        "decision": prediction.decision.as_dict(),
         "aggregation": prediction.aggregation,
+        "geometry": prediction.geometry,
         "lesion_voxels": int(prediction.lesion_voxels),
         "lesion_volume_ml": lesion_ml,
         "uncertainty": prediction.uncertainty(),

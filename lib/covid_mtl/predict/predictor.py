@@ -99,23 +99,6 @@ class Prediction:
         """Active-learning score: classification entropy + mean voxel entropy of the lesion map (each 0..1)."""
         return float((self.cls_entropy or 0.0) + (self.seg_entropy or 0.0))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (no mask): label, probabilities, aggregation, lesion voxels, uncertainty, timings."""
-        return {
-            "label": self.label,
-            "statement": self.statement,
-            "probabilities": self.probabilities,
-            "decision": self.decision.as_dict(),
-            "geometry": self.geometry,
-            "aggregation": self.aggregation,
-            "lesion_voxels": self.lesion_voxels,
-            "uncertainty": self.uncertainty(),
-            "cls_entropy": self.cls_entropy,
-            "seg_entropy": self.seg_entropy,
-            "timings": self.timings,
-            "model": self.model,
-        }
-
 
 class Predictor:
     """A loaded model ready to predict; build it with ``Predictor.from_checkpoint``."""
@@ -219,7 +202,3 @@ class Predictor:
             seg_entropy=entropy_sum / entropy_count if entropy_count else None, timings=timings,
             model=dict(self.info), decision=self.decision, geometry=geometry,
         )
-
-    def uncertainty(self, prediction: Prediction) -> float:
-        """Active-learning score of a prediction (see ``Prediction.uncertainty``)."""
-        return prediction.uncertainty()

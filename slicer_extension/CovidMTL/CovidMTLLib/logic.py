@@ -39,7 +39,7 @@ class InferenceResult:
 
     image_id: str
     label: str
-    probabilities: dict[str, float]
+    probabilities: dict[str, float]  # only the classes the served model was trained on
     lesion_volume_ml: Optional[float]
     quantification: dict[str, Any]
     model_version: Optional[str]
@@ -48,6 +48,7 @@ class InferenceResult:
     details: dict[str, Any] = field(default_factory=dict)
     mask_file: bytes = field(default=b"", repr=False)  # the mask exactly as the server sent it (for saving, checks)
     warnings: list[dict[str, Any]] = field(default_factory=list)  # named self-checks: {name, message, affects}
+    statement: Optional[str] = None  # the model's claim in words, e.g. "COVID-19 vs non-COVID: P(COVID-19) = 0.87"
 
     def marks(self, key: str) -> str:
         """`` <! name, ...>``: the warnings that put the number under ``key`` in doubt."""
@@ -56,7 +57,9 @@ class InferenceResult:
 
     def summary(self) -> str:
         lines = [f"Prediction: {self.label}"]
-        lines += [f"  p({name}) = {self.probabilities.get(name, float('nan')):.3f}" for name in CLASSES]
+        if self.statement:
+            lines.append(f"  {self.statement}")
+        lines += [f"  p({name}) = {self.probabilities[name]:.3f}" for name in CLASSES if name in self.probabilities]
         volume = "n/a (no voxel spacing)" if self.lesion_volume_ml is None else f"{self.lesion_volume_ml:.1f} ml"
         lines.append(f"Lesion volume: {volume}")
         for key, affected in NUMBER_KEYS:
@@ -207,6 +210,7 @@ class CovidMTLLogic:
             details=result,
             mask_file=mask.data,
             warnings=warnings,
+            statement=result.get("statement"),
         )
 
     def warnings_for(self, volume_node) -> list[str]:

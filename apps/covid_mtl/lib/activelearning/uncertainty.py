@@ -31,7 +31,7 @@ def score_image(infer, datastore: Datastore, image_id: str, refresh: bool = Fals
     try:
         image = infer.read({"image": datastore.get_image_uri(image_id)})
         predictor = infer.predictor()
-        score = float(predictor.uncertainty(predictor.predict(image)))
+        score = float(predictor.predict(image).uncertainty())
     except Exception as exc:  # one unreadable image must not stop the ranking of the others
         logger.warning(f"covid_mtl: cannot score {image_id}: {exc}")
         return None
