@@ -51,7 +51,7 @@ sample-data: install
 
 # The packaged model: `lite` trained on the training portions of the public COVID-19 CT sets (DATA, laid out as
 # in ../shared/data/train; see docs/MODEL_CARD.md), validated on patient-grouped held-out slices, then copied
-# into the package. About 45 minutes on 2 CPU cores, with progress bars; nothing is downloaded.
+# into the package. About 55 minutes on 2 CPU cores, with progress bars; nothing is downloaded.
 DATA ?= ../shared/data/train
 MODEL_RUN ?= out/packaged-model
 model: install
@@ -59,7 +59,7 @@ model: install
 	rm -rf $(MODEL_RUN)
 	$(BIN)/covid-mtl prepare-data --data $(DATA) --out $(MODEL_RUN)/data --pseudo-masks
 	$(BIN)/covid-mtl train --manifest $(MODEL_RUN)/data/manifest.csv --config lite --out $(MODEL_RUN)/run \
-	  --epochs 16 --steps-per-epoch 100 --batch-size 16 --lr 1e-3 --patience 6 --seed 0
+	  --epochs 24 --steps-per-epoch 100 --batch-size 16 --lr 1e-3 --patience 8 --seed 0
 	$(BIN)/covid-mtl evaluate --manifest $(MODEL_RUN)/data/manifest.csv --checkpoint $(MODEL_RUN)/run/model.pt \
 	  --split val --out $(MODEL_RUN)/eval
 	cp $(MODEL_RUN)/run/model.pt lib/covid_mtl/nets/models/covid_mtl_lite.pt

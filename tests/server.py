@@ -106,3 +106,55 @@ def copy_studies(dest: Path) -> Path:
     """A private copy of sample_data/ for a server to write into."""
     shutil.copytree(ROOT / "sample_data", dest)
     return dest
+
+
+QUIET_ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+"""No scoring run at start-up: tests that do not test scoring should not wait for it or race with it."""
+
+
+def module_server(tmp_path_factory, name: str) -> Iterator[Server]:
+    """Body of a module-scoped fixture: one preloaded, quiet server on a copy of the sample studies."""
+    work = tmp_path_factory.mktemp(name)
+    env = {**QUIET_ENV, "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
+    with running_server(copy_studies(work / "studies"), work, conf={"preload": "true"}, env=env) as srv:
+        yield srv
+
+
+class Site:
+    """The folders that outlive one server (studies, app, sessions), and the server currently running on them:
+    for tests that restart or kill the server and check what survived."""
+
+    def __init__(self, work: Path, env: dict | None = None) -> None:
+        self.work, self.studies, self.app_dir = work, copy_studies(work / "studies"), copy_app(work / "app")
+        self.env = {**QUIET_ENV, "MONAI_LABEL_SESSION_PATH": str(work / "sessions"), **(env or {})}
+        self.server: Server | None = None
+        self.runs = 0
+
+    def start(self) -> Server:
+        self.runs += 1
+        run_dir = self.work / f"run{self.runs}"
+        run_dir.mkdir()
+        self.server = start(self.studies, run_dir, conf={"preload": "true"}, env=self.env, app_dir=self.app_dir)
+        return self.server
+
+    def restart(self) -> Server:
+        stop(self.server)
+        return self.start()
+
+    def kill(self) -> None:
+        """kill -9 the whole process group (server and any training subprocess): no cleanup code runs."""
+        os.killpg(self.server.process.pid, signal.SIGKILL)
+        self.server.process.wait(timeout=30)
+
+
+def box_label(studies: Path, image: str, box: tuple[slice, slice, slice]) -> bytes:
+    """A gzipped 0/1 NIfTI label on ``image``'s grid with ones in ``box`` (x, y, z index ranges)."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    ref = nib.load(studies / f"{image}.nii.gz")
+    data = np.zeros(ref.shape, np.uint8)
+    data[box] = 1
+    return gzip.compress(nib.Nifti1Image(data, ref.affine).to_bytes(), compresslevel=1, mtime=0)

@@ -8,15 +8,12 @@ sometimes refreshes a process's copy in time) is off, so a stale copy is written
 """
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import Iterator
 
-import nibabel as nib
-import numpy as np
 import pytest
 import requests
 import torch
@@ -24,38 +21,18 @@ import torch
 from covid_mtl.image import CLASSES
 from covid_mtl.nets.checkpoint import load_model, save_checkpoint
 from covid_mtl.nets.packaged import packaged_model_path
-from tests.server import Server, copy_app, copy_studies, start, stop
+from tests.server import Server, Site, box_label, stop
 
 TIMEOUT = 120
 LABELLED = ("covid_001", "normal_001", "other_001")
 EXTRA = [f"extra_{i}" for i in range(8)]  # more unlabeled images: the scoring run writes for several seconds
 
 
-class Site:
-    def __init__(self, work: Path) -> None:
-        self.work, self.studies, self.app_dir = work, copy_studies(work / "studies"), copy_app(work / "app")
-        for name in EXTRA:
-            shutil.copy(self.studies / "covid_002.nii.gz", self.studies / f"{name}.nii.gz")
-        self.server: Server | None = None
-        self.runs = 0
-
-    def start(self) -> Server:
-        self.runs += 1
-        run_dir = self.work / f"run{self.runs}"
-        run_dir.mkdir()
-        env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
-               "MONAI_LABEL_SESSION_PATH": str(self.work / "sessions")}
-        self.server = start(self.studies, run_dir, conf={"preload": "true"}, env=env, app_dir=self.app_dir)
-        return self.server
-
-    def restart(self) -> Server:
-        stop(self.server)
-        return self.start()
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
-    site = Site(tmp_path_factory.mktemp("datastore_writer"))
+    site = Site(tmp_path_factory.mktemp("datastore_writer"), env={"MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"})
+    for name in EXTRA:
+        shutil.copy(site.studies / "covid_002.nii.gz", site.studies / f"{name}.nii.gz")
     site.start()
     yield site
     if site.server is not None:
@@ -63,10 +40,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
 
 
 def mask_bytes(studies: Path, image: str, k: int) -> bytes:
-    ref = nib.load(studies / f"{image}.nii.gz")
-    data = np.zeros(ref.shape, np.uint8)
-    data[20 + 2 * k:60 + 2 * k, 40:90, 5:25] = 1
-    return gzip.compress(nib.Nifti1Image(data, ref.affine).to_bytes(), compresslevel=1, mtime=0)
+    return box_label(studies, image, (slice(20 + 2 * k, 60 + 2 * k), slice(40, 90), slice(5, 25)))
 
 
 def save(server: Server, image: str, data: bytes, label: str) -> None:

@@ -6,50 +6,23 @@ Three servers in sequence on one studies folder and one app folder (tests run in
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import os
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
-import nibabel as nib
-import numpy as np
 import pytest
 import requests
 
 from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.image import CLASSES, LABELS
 from covid_mtl.io import read_image
-from tests.server import Server, copy_app, copy_studies, start, stop
+from tests.server import Server, Site, box_label, stop
 
 TIMEOUT = 120
 TINY_TRAINING = {"max_epochs": 1, "steps_per_epoch": 2, "val_steps": 1, "train_batch_size": 2}
-
-
-class Site:
-    """The folders that outlive one server, and the server currently running on them."""
-
-    def __init__(self, work: Path) -> None:
-        self.work, self.studies, self.app_dir = work, copy_studies(work / "studies"), copy_app(work / "app")
-        self.server: Server | None = None
-        self.runs = 0
-
-    def start(self) -> Server:
-        self.runs += 1
-        run_dir = self.work / f"run{self.runs}"
-        run_dir.mkdir()
-        env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(self.work / "sessions")}
-        self.server = start(self.studies, run_dir, conf={"preload": "true"}, env=env, app_dir=self.app_dir)
-        return self.server
-
-    def kill(self) -> None:
-        """kill -9 the whole process group (server and any training subprocess): no cleanup code runs."""
-        os.killpg(self.server.process.pid, signal.SIGKILL)
-        self.server.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +34,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
 
 
 def label_upload(studies: Path, image: str, offset: int) -> bytes:
-    ref = nib.load(studies / f"{image}.nii.gz")
-    data = np.zeros(ref.shape, np.uint8)
-    data[30 + offset:90 + offset, 40:100, 4:28] = 1
-    return gzip.compress(nib.Nifti1Image(data, ref.affine).to_bytes(), compresslevel=1, mtime=0)
+    return box_label(studies, image, (slice(30 + offset, 90 + offset), slice(40, 100), slice(4, 28)))
 
 
 def save_label(server: Server, image: str, data, classification: str) -> requests.Response:

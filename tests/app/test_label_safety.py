@@ -22,17 +22,14 @@ import pytest
 import requests
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
-from tests.server import Server, copy_studies, running_server
+from tests.server import Server, module_server
 
 TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    work = tmp_path_factory.mktemp("label_safety")
-    env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
-    with running_server(copy_studies(work / "studies"), work, conf={"preload": "true"}, env=env) as srv:
-        yield srv
+    yield from module_server(tmp_path_factory, "label_safety")
 
 
 def sha(path: Path) -> str:

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from bench.load import run_load
-from tests.server import Server, copy_studies, running_server
+from tests.server import Server, module_server
 
 # The server process idles at ~1.1 GiB (torch, MONAI, the model); eight queued requests must not multiply it.
 MAX_GROWTH_MIB = 1024
@@ -17,10 +17,7 @@ MAX_PEAK_MIB = 3072
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    work = tmp_path_factory.mktemp("load")
-    env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
-    with running_server(copy_studies(work / "studies"), work, conf={"preload": "true"}, env=env) as srv:
-        yield srv
+    yield from module_server(tmp_path_factory, "load")
 
 
 def test_eight_concurrent_clients(server: Server) -> None:

@@ -98,7 +98,7 @@ def test_table_and_report_files(tmp_path):
     assert "global 0.667" in table
     assert re.search(r"covid\s+3\s+0\.917\s+0\.667\s+0\.750\n", table)  # per-class: n, AUC, Sens, Spec
     assert re.search(r"normal\s+1\s+1\s+0\n", table)  # confusion-matrix row
-    written = ev.write_report(r, tmp_path)
+    written = ev.write_evaluation(r, tmp_path)
     assert set(written) == {"metrics", "roc", "confusion_matrix"}  # no overlays passed
     back = json.loads((tmp_path / "metrics.json").read_text())
     assert back["covid_vs_rest"]["threshold"] == pytest.approx(0.6)

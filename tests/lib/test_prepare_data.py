@@ -11,9 +11,8 @@ from PIL import Image as PILImage
 from covid_mtl.cli import main
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io.manifest import read_manifest
-from covid_mtl.train.prepare_data import (
-    assign_splits, binarize_mask, covid_ct_covid_group, covid_ct_noncovid_groups, infnet_group, prepare_data,
-)
+from covid_mtl.train.prepare_data import assign_splits, binarize_mask, prepare_data
+from covid_mtl.train.public_sets import Entry, covid_ct_covid_group, covid_ct_noncovid_groups, infnet_group
 
 SIZE = (40, 32)  # (width, height) of every test image
 COVID = ["2020.01.24.919183-p27-132.png", "2020.01.24.919183-p27-133.png", "2020.02.10.20021584-p6-52%0.png",
@@ -194,7 +193,7 @@ def test_pseudo_masks_only_with_flag_and_only_on_train(tree, prepared, tmp_path)
 
 
 def test_same_seed_same_split_and_split_is_groupwise():
-    from covid_mtl.train.prepare_data import Entry
+    from covid_mtl.train.public_sets import Entry
 
     entries = [Entry(Path(f"{g}_{i}.png"), "covid", "infnet", f"infnet:{g}") for g in "abcdefghij" for i in range(3)]
     first = assign_splits(entries, 0.2, seed=1)

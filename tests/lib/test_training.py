@@ -12,7 +12,7 @@ from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import Image
 from covid_mtl.demo.phantom import make_phantom
 from covid_mtl.io.slices import lung_slices
-from covid_mtl.train.samples import as_records, build_dataset, class_target, image_slices, summarize
+from covid_mtl.train.samples import as_records, build_dataset, class_target, count_samples, image_slices
 from covid_mtl.train.loop import TrainConfig, train
 from covid_mtl.train.selection import split_validation
 
@@ -70,7 +70,7 @@ def test_dataset_from_in_memory_records(tmp_path):
     assert sample["image"].shape == (1, 32, 32) and sample["mask"].shape == (1, 32, 32)
     assert isinstance(sample["image"], torch.Tensor) and 0 <= float(sample["image"].min()) <= 1
     assert set(torch.unique(sample["mask"]).tolist()) <= {0.0, 1.0}
-    counts = summarize(dataset)
+    counts = count_samples(dataset)
     covid = make_phantom("covid", 0, shape=SHAPE)
     covid_lung = lung_slices(covid.hu.astype(np.float32), True)
     lesion_slices = int(covid.lesion[covid_lung].reshape(covid_lung.sum(), -1).any(1).sum())

@@ -64,11 +64,11 @@ def _is_image_file(path: Path) -> bool:
 
 
 def _case_id(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    from ..io import SUPPORTED_SUFFIXES, image_suffix  # the reader's suffixes: io owns them
+
+    name, suffix = path.name, image_suffix(path)
+    if suffix in SUPPORTED_SUFFIXES:
+        name = name[: -len(suffix)]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "case"
 
 

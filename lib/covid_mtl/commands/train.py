@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=10, help="epochs without selection-score improvement")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="batches per epoch (default: one pass over the slices' number)")
+    p.add_argument("--lambdas", default=None, type=_lambdas,
+                   help="weights of the loss terms, e.g. recon=1,seg=1,cls=2 (default: 1 each, the paper's sum)")
     p.add_argument("--no-balance", action="store_true",
                    help="draw slices uniformly instead of balancing COVID / non-COVID / unlabelled and collections")
     p.add_argument("--batch-size", type=int, default=4)
@@ -36,6 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _lambdas(text: str) -> dict[str, float]:
+    try:
+        pairs = dict(item.split("=", 1) for item in text.split(",") if item)
+        weights = {task.strip(): float(value) for task, value in pairs.items()}
+        if not set(weights) <= {"recon", "seg", "cls"}:
+            raise ValueError
+        return weights
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lambdas {text!r}: expected task=weight pairs, e.g. cls=2") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -47,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(config=args.config, tasks=args.tasks, epochs=args.epochs, patience=args.patience,
                          batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, device=args.device,
                          seed=args.seed, init=args.init, max_steps=args.max_steps, augment=not args.no_augment,
-                         balance=not args.no_balance, steps_per_epoch=args.steps_per_epoch)
+                         balance=not args.no_balance, steps_per_epoch=args.steps_per_epoch, lambdas=args.lambdas)
     train_rows, val_rows = split_validation(read_manifest(args.manifest), config.val_fraction, config.seed)
     result = train(config, train_rows, val_rows, args.out, progress=True)
     print(json.dumps({"best_checkpoint": str(result.best_checkpoint), "best_epoch": result.best_epoch,

@@ -24,7 +24,7 @@ from . import metrics
 from . import plots
 from ..errors import CovidMTLError
 from ..image import CLASSES, Image
-from ..io import read_image
+from ..io import read_image, read_mask
 from ..io.manifest import ManifestRow, read_manifest
 from ..io.normalize import normalize_array
 from ..predict.predictor import Predictor
@@ -166,7 +166,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: Mapping[str, Any], out: str | os.PathLike,
+def write_evaluation(result: Mapping[str, Any], out: str | os.PathLike,
                  overlays: Sequence[plots.OverlayCase] = ()) -> dict[str, Path]:
     """Write metrics.json and whichever figures the result supports; returns the paths written."""
     out = Path(out)
@@ -192,14 +192,6 @@ def write_report(result: Mapping[str, Any], out: str | os.PathLike,
 
 
 # ------------------------------------------------------------------------------------------ the loop
-def read_mask(path: str, like: Image) -> np.ndarray:
-    """A ground-truth mask as bool (z, y, x); any non-zero voxel is lesion. Must match the image's grid."""
-    mask = read_image(path).array
-    if mask.shape != like.shape:
-        raise CovidMTLError(f"{path}: mask shape {mask.shape} differs from its image {like.shape} ({like.source})")
-    return mask != 0
-
-
 def overlay_case(title: str, image: Image, truth: np.ndarray | None, pred: np.ndarray) -> plots.OverlayCase:
     """The slice with the most ground-truth lesion (else predicted lesion, else the middle one)."""
     ref = truth if truth is not None and truth.any() else pred
@@ -234,7 +226,7 @@ def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays:
     for row in tqdm(rows, desc="evaluate", unit="image", disable=not progress):
         image = read_image(row.image)
         pred = predictor.predict(image)
-        truth = read_mask(row.mask, image) if row.mask else None
+        truth = read_mask(row.mask, image).astype(bool) if row.mask else None
         name = Path(row.image).name
         case = score_case(name, row.label, pred.probabilities, pred.mask, truth)
         case.source = row.source
@@ -258,5 +250,5 @@ def evaluate(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: st
     result["manifest"] = str(manifest)
     result["checkpoint"] = str(checkpoint)
     result["split"] = split
-    write_report(result, out, overlays)
+    write_evaluation(result, out, overlays)
     return result

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..nets.config import CONFIGS, ModelConfig, get_config
 from ..errors import CovidMTLError
-from .evaluate import compute_metrics, evaluate_rows, select_rows, write_report
+from .evaluate import compute_metrics, evaluate_rows, select_rows, write_evaluation
 from ..io.manifest import read_manifest
 from ..predict.predictor import Predictor
 from ..train.loop import TrainConfig, train
@@ -202,7 +202,7 @@ def _run_arm(arm: Arm, config: str, folder: Path, train_rows: list, val_rows: li
     cases, overlays = evaluate_rows(predictor, eval_rows, progress=progress)
     metrics = compute_metrics(cases)
     metrics.update(checkpoint=str(checkpoint), split=settings["split"], arm=arm.key)
-    write_report(metrics, folder / "eval", overlays)
+    write_evaluation(metrics, folder / "eval", overlays)
     return {
         "key": arm.key, "title": arm.title, "tasks": list(arm.tasks), "config": model_config.name,
         "image_size": model_config.image_size,

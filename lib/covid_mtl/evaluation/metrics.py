@@ -30,6 +30,7 @@ import torch
 from monai.metrics import compute_dice
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from ..train.decision import youden_threshold  # one Youden rule for training and evaluation
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS
 
@@ -152,17 +153,6 @@ def threshold_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float) -
         "specificity": tn / (tn + fp) if tn + fp else None,
         "counts": {"tp": tp, "fn": fn, "tn": tn, "fp": fp},
     }
-
-
-def youden_threshold(truth: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """Youden-optimal threshold and the ROC (fpr, tpr, thresholds); needs both classes present."""
-    fpr, tpr, thr = roc_curve(np.asarray(truth, dtype=int), np.asarray(scores, dtype=float),
-                              drop_intermediate=False)
-    # roc_curve's first threshold is +inf ("call nothing positive"): never the useful optimum, but keep
-    # it in the curve. argmax returns the first maximum, i.e. the highest threshold among ties.
-    j = tpr - fpr
-    best = int(np.argmax(j[1:])) + 1 if len(j) > 1 else 0
-    return float(thr[best]), fpr, tpr, thr
 
 
 def binary_metrics(labels: Sequence[str], covid_scores: Sequence[float]) -> BinaryMetrics:

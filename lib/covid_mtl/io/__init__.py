@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import CovidMTLError
 from ..image import Image
 from .checks import check_array
@@ -55,3 +57,12 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
             )
     check_array(image.array, image.source)
     return image
+
+
+def read_mask(path: str | os.PathLike, like: Image) -> np.ndarray:
+    """A lesion mask on ``like``'s grid as uint8 0/1 (any non-zero voxel is lesion; the three MedSeg labels merge)."""
+    mask = read_image(path).array
+    if mask.shape != like.array.shape:
+        raise CovidMTLError(f"{path}: mask shape {mask.shape} differs from its image {like.source} "
+                            f"shape {like.array.shape}")
+    return (mask != 0).astype(np.uint8)

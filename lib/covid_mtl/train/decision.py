@@ -30,21 +30,24 @@ def trained_classes(samples: Sequence[dict]) -> list[str]:
     return [c for i, c in enumerate(CLASSES) if positive[i] and negative[i]]
 
 
-def youden_threshold(scores: np.ndarray, truth: np.ndarray) -> float | None:
-    """The cut-off maximising sensitivity + specificity - 1 (positive if score >= it), None with one class."""
-    truth = np.asarray(truth) > 0.5
-    if truth.size == 0 or truth.all() or not truth.any():
-        return None
-    fpr, tpr, thresholds = roc_curve(truth, scores)
-    best = int(np.argmax(tpr - fpr))
-    return float(min(1.0, thresholds[best]))
+def youden_threshold(truth: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Youden-optimal cut-off (max TPR - FPR; positive if score >= it) and the ROC (fpr, tpr, thresholds); needs
+    both classes present. Ties keep the highest cut-off (the fewest positive calls)."""
+    fpr, tpr, thr = roc_curve(np.asarray(truth, dtype=int), np.asarray(scores, dtype=float),
+                              drop_intermediate=False)
+    # roc_curve's first threshold is +inf ("call nothing positive"): never the useful optimum, but kept in the
+    # curve. argmax returns the first maximum, i.e. the highest threshold among ties.
+    j = tpr - fpr
+    best = int(np.argmax(j[1:])) + 1 if len(j) > 1 else 0
+    return float(thr[best]), fpr, tpr, thr
 
 
 def decision_meta(classes: Sequence[str], val_stats: Any) -> dict[str, Any]:
     """The ``decision`` entry of a checkpoint: trained classes and the validated P(covid) cut-off."""
     threshold = None
-    if "covid" in classes:
-        threshold = youden_threshold(*val_stats.covid_scores_and_truth())
+    scores, truth = val_stats.covid_scores_and_truth()
+    if "covid" in classes and 0 < int((truth > 0.5).sum()) < truth.size:
+        threshold = min(1.0, youden_threshold(truth > 0.5, scores)[0])
     return {
         "classes": list(classes),
         "threshold": DEFAULT_THRESHOLD if threshold is None else round(threshold, 4),

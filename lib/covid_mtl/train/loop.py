@@ -38,7 +38,7 @@ from ..errors import CovidMTLError
 from .losses import MultiTaskLoss
 from ..nets.factory import build_model
 from .decision import decision_meta, trained_classes
-from .samples import as_records, balance_weights, build_dataset, summarize
+from .samples import as_records, balance_weights, build_dataset, count_samples
 from .selection import is_better, split_validation
 from .step import EpochStats, make_eval_iteration, make_train_iteration
 
@@ -186,7 +186,7 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     settings = {k: v for k, v in asdict(config).items()}
     settings.update(image_size=size, tasks=list(model.tasks), config=model.config.name,
                     train_images=len(records_train), val_images=len(records_val),
-                    train_slices=summarize(train_ds), val_slices=summarize(val_ds), **init_info)
+                    train_slices=count_samples(train_ds), val_slices=count_samples(val_ds), **init_info)
     bar = tqdm(total=min(config.max_steps or 10**12, config.epochs * len(train_loader)), desc="training", unit="step",
                disable=not progress)
 

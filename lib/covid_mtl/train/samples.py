@@ -35,6 +35,7 @@ from monai.data import Dataset
 
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS, Image
+from ..io import read_image, read_mask
 from ..io.crop import image_box
 from ..io.slices import lung_slices, resize_slices
 
@@ -134,21 +135,8 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image
     return samples
 
 
-def read_mask(path: str, image: Image) -> np.ndarray:
-    """A lesion mask on ``image``'s grid as uint8 0/1 (any non-zero voxel is lesion)."""
-    from ..io import read_image
-
-    mask = read_image(path).array
-    if mask.shape != image.array.shape:
-        raise CovidMTLError(f"{path}: mask shape {mask.shape} differs from image {image.source} "
-                            f"shape {image.array.shape}")
-    return (mask != 0).astype(np.uint8)
-
-
 def record_slices(record: VolumeRecord, image_size: int) -> list[dict]:
     """Read one record's image (and mask) and cut it into samples."""
-    from ..io import read_image
-
     image = read_image(record.image)
     mask = read_mask(record.mask, image) if record.mask else None
     return image_slices(image, mask, record.label, image_size, collection=record.source)
@@ -189,7 +177,7 @@ def balance_weights(samples: Sequence[dict]) -> np.ndarray:
     return weights / weights.sum()
 
 
-def summarize(dataset: Dataset) -> dict[str, int]:
+def count_samples(dataset: Dataset) -> dict[str, int]:
     """Counts for logs: slices, segmentation samples, fully and partly labelled class samples."""
     data = dataset.data
     return {
