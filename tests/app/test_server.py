@@ -179,5 +179,9 @@ def test_short_training_publishes_a_new_model(server) -> None:
     stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["covid_mtl"]
     assert stats["epoch"] == 2 and "best_metric" in stats
     after = requests.post(f"{server.url}/infer/covid_mtl", params={"image": "covid_001", "output": "json"},
-                          timeout=TIMEOUT).json()["model_version"]
-    assert after != before
+                          timeout=TIMEOUT).json()
+    assert after["model_version"] != before
+    # the sample studies carry covid, normal and other classes: the retrained model names all three (issue 12)
+    assert after["decision"]["classes"] == list(CLASSES) and not after["decision"]["binary"]
+    assert set(after["probabilities"]) == set(CLASSES)
+    check_result(after)

@@ -103,16 +103,21 @@ def build_training_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, A
 
 
 def plot_learning_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Loss, Dice and accuracy per epoch, train vs validation, as a PNG (matplotlib Agg)."""
+    """Loss, Dice, COVID-vs-rest AUC and 3-class accuracy per epoch, train vs validation, as a PNG (matplotlib
+    Agg); the validation score's best epoch is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    panels = [("loss", "loss (total; dashed: terms)"), ("dice", "lesion Dice"), ("accuracy", "class accuracy")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (key, title) in zip(axes, panels):
+    panels = [("loss", "loss (total; dashed: terms)"), ("dice", "lesion Dice"), ("covid_auc", "COVID-vs-rest AUC"),
+              ("accuracy", "3-class accuracy")]
+    # a panel only for numbers the run has (3-class accuracy needs two classes among the labelled slices)
+    panels = [(k, title) for k, title in panels
+              if any(h.get(f"{s}_{k}") is not None for h in history for s in ("train", "val"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
         for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
             values = [h.get(f"{split}_{key}") for h in history]
             if any(v is not None for v in values):
@@ -123,8 +128,12 @@ def plot_learning_curves(history: list[dict[str, Any]], path: str | os.PathLike)
                     if any(v is not None for v in values):
                         ax.plot(epochs, [np.nan if v is None else v for v in values], style, color=color,
                                 lw=1, label=f"{split} {term}")
+        scores = [h.get("val_score") for h in history]
+        if any(s is not None for s in scores):
+            best = epochs[int(np.nanargmax([np.nan if s is None else s for s in scores]))]
+            ax.axvline(best, color="grey", ls=":", lw=1)
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (dotted: kept)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
