@@ -159,9 +159,15 @@ def test_classify_shows_the_lesion_segment_inside_the_ct(page, classified, serve
     # The class statement and the quantification are on the page, and they are the server's answer.
     text = page.get_by_test_id("result-text").inner_text()
     label = text.splitlines()[0].removeprefix("Prediction: ").strip()
-    assert label in ("covid", "normal", "other"), text
+    assert label in ("covid", "normal", "other", "non-covid"), text
     statement = page.get_by_test_id("prediction").inner_text()
-    assert {"covid": "COVID-19", "normal": "Normal", "other": "Other infection"}[label] in statement
+    names = {"covid": "COVID-19", "normal": "Normal", "other": "Other infection", "non-covid": "Not COVID-19"}
+    assert names[label] in statement
+    # only the classes the served model was trained on get a bar (issue 12): the server's own probabilities
+    server_probs = requests.post(f"{server.url}/infer/covid_mtl", params={"image": "covid_002", "output": "json"},
+                                 timeout=300).json()["probabilities"]
+    bars = page.locator("[data-testid=probability-name]").all_inner_texts()
+    assert sorted(b.strip() for b in bars) == sorted(server_probs), (bars, server_probs)
     assert "Lesion volume:" in text and "Percent involved:" in text, text
     assert page.outside_requests == [], f"the page reached outside loopback: {page.outside_requests[:5]}"
 

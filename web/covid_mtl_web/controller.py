@@ -135,8 +135,9 @@ class ReviewController:
         self.viewer.show_segmentation(result.segmentation_node, result.segment_id)
         with self.state:
             self.state.prediction = statement(result)
-            self.state.probabilities = [{"name": name, "p": round(100 * result.probabilities.get(name, 0.0), 1)}
-                                        for name in CLASSES]
+            # only the classes the served model was trained on (a COVID-vs-rest model reports P(covid) alone)
+            self.state.probabilities = [{"name": name, "p": round(100 * result.probabilities[name], 1)}
+                                        for name in CLASSES if name in result.probabilities]
             self.state.result_text = result.summary()
             self.state.has_result = True
             self.state.classification = result.label if result.label in CORRECTION_CLASSES else None
@@ -200,7 +201,8 @@ class ReviewController:
 
 def statement(result: InferenceResult) -> str:
     """The one line a reader takes in first: the predicted class and how sure the model is of it."""
-    names = {"covid": "COVID-19 pneumonia", "normal": "Normal", "other": "Other infection"}
-    p = result.probabilities.get(result.label)
-    sure = f" (p = {p:.2f})" if p is not None else ""
+    names = {"covid": "COVID-19 pneumonia", "normal": "Normal", "other": "Other infection", "non-covid": "Not COVID-19"}
+    p = result.probabilities.get("covid" if result.label == "non-covid" else result.label)
+    sure = f" (P(COVID-19) = {p:.2f})" if result.label == "non-covid" and p is not None else (
+        f" (p = {p:.2f})" if p is not None else "")
     return f"{names.get(result.label, result.label)}{sure}"

@@ -63,7 +63,8 @@ def build(server: Server, viewer: Viewer, controller: ReviewController) -> Singl
                         color="primary", block=True, classes="mb-2", raw_attrs=tid("classify"))
                 html.Div("{{ prediction }}", v_if=("has_result",), classes="text-h6", raw_attrs=tid("prediction"))
                 with html.Div(v_for="item in probabilities", key="item.name", classes="d-flex align-center"):
-                    html.Span("{{ item.name }}", style="width: 4em", classes="text-caption")
+                    html.Span("{{ item.name }}", style="width: 4em", classes="text-caption",
+                              raw_attrs=tid("probability-name"))
                     v3.VProgressLinear(model_value=("item.p",), height=8, color="orange", classes="mx-2")
                     html.Span("{{ item.p }} %", classes="text-caption text-no-wrap", style="width: 4em")
                 html.Pre("{{ result_text }}", v_if=("has_result",), classes="text-caption mt-2",
