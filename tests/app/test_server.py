@@ -87,6 +87,33 @@ def test_infer_nifti_volume(server, tmp_path) -> None:
     assert result["shape"] == list(reversed(image.shape))
 
 
+def test_same_scan_stored_three_ways_gets_the_same_answer_over_http(server, tmp_path) -> None:
+    """Issue 13, item 6, through the server: the sample scan as stored (RAS), flipped to LPS and stored
+    sagittally (x and z swapped), each uploaded as a file with a true affine."""
+    ref = nib.load(server.studies / "covid_001.nii.gz")
+    data, affine = np.asarray(ref.dataobj), ref.affine
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
+    variants = {"ras": (data, affine), "lps": (data[::-1, ::-1], affine @ flip),
+                "sagittal": (data.transpose(2, 1, 0), affine[:, [2, 1, 0, 3]])}
+    replies = {}
+    for name, (array, aff) in variants.items():
+        path = tmp_path / f"covid_001_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array), aff), path)
+        result, mask_bytes, mask_name = infer(server, files={"file": (path.name, path.read_bytes(), "application/gzip")})
+        mask = nib.load(saved(tmp_path, mask_bytes, f"{name}_{mask_name}"))
+        assert mask.shape == array.shape  # the mask comes back on the file's own grid
+        replies[name] = result
+        assert result["geometry"]["orientation"] == "LPS"
+        assert ("warning" in result["geometry"]) == (name == "sagittal")
+        assert any(w["name"] == "resliced" for w in result["warnings"]) == (name == "sagittal")
+    base = replies["ras"]
+    for name, result in replies.items():
+        assert result["label"] == base["label"], name
+        assert result["probabilities"]["covid"] == pytest.approx(base["probabilities"]["covid"], abs=0.02), name
+        assert result["lesion_volume_ml"] == pytest.approx(base["lesion_volume_ml"], rel=0.05, abs=0.05), name
+
+
 def test_infer_png_slice(server, tmp_path) -> None:
     png = sorted(p.name for p in server.studies.glob("*.png"))[0]
     result, mask_bytes, name = infer(server, image=png[: -len(".png")])
