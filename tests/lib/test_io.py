@@ -196,3 +196,14 @@ def test_bad_inputs_raise_project_error(tmp_path: Path) -> None:
         with pytest.raises(CovidMTLError, match=message) as info:
             read_image(path)
         assert path.name in str(info.value), name
+
+
+def test_package_entry_points_resolve_to_the_rooms():
+    import covid_mtl
+    from covid_mtl.io import read_image as room_reader
+    from covid_mtl.predict.predictor import Predictor as room_predictor
+
+    assert covid_mtl.read_image is room_reader and covid_mtl.Predictor is room_predictor
+    assert all(getattr(covid_mtl, name) is not None for name in covid_mtl.__all__)
+    with pytest.raises(AttributeError):
+        covid_mtl.no_such_entry_point
