@@ -16,49 +16,23 @@ import contextlib
 import fnmatch
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from filelock import FileLock
 
+from covid_mtl import atomic
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastoreModel
 
 STAGING_PREFIX = ".covid-mtl-staging-"
 
 
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def stage(dest: str, source: Optional[str] = None, data: Optional[bytes] = None) -> str:
     """A complete, fsynced copy of ``source`` (or ``data``) next to ``dest``; :func:`commit` renames it."""
-    folder = os.path.dirname(dest)
-    fd, tmp = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if source is not None:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            else:
-                out.write(data or b"")
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-    except BaseException:
-        discard(tmp)
-        raise
-    return tmp
+    return atomic.stage(dest, data=data, source=source, prefix=STAGING_PREFIX)
 
 
-def commit(staged: str, dest: str) -> None:
-    os.replace(staged, dest)
-    _fsync_dir(os.path.dirname(dest))
+commit = atomic.commit
 
 
 def discard(staged: Optional[str]) -> None:

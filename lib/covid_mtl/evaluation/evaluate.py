@@ -126,6 +126,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _operating_point(title: str, m: Mapping[str, Any]) -> str:
+    return f"  {title} Acc {_fmt(m['accuracy'])}  Sens {_fmt(m['sensitivity'])}  Spec {_fmt(m['specificity'])}"
+
+
 def format_table(result: Mapping[str, Any]) -> str:
     """Human-readable summary of :func:`compute_metrics` output."""
     lines = [f"cases: {result['n_cases']}"]
@@ -139,15 +143,11 @@ def format_table(result: Mapping[str, Any]) -> str:
     b = result.get("covid_vs_rest")
     if b:
         lines.append(f"COVID vs rest (n={b['n']}, {b['n_positive']} COVID):")
-        lines.append(f"  at Youden threshold {_fmt(b['threshold'])}: Acc {_fmt(b['accuracy'])}  "
-                     f"Sens {_fmt(b['sensitivity'])}  Spec {_fmt(b['specificity'])}  AUC {_fmt(b['auc'])}")
-        f = b["at_0_5"]
-        lines.append(f"  at threshold 0.5:       Acc {_fmt(f['accuracy'])}  Sens {_fmt(f['sensitivity'])}  "
-                     f"Spec {_fmt(f['specificity'])}")
-        m = b.get("at_model_threshold")
-        if m:
-            lines.append(f"  at the model's cut-off {_fmt(m['threshold'])}: Acc {_fmt(m['accuracy'])}  "
-                         f"Sens {_fmt(m['sensitivity'])}  Spec {_fmt(m['specificity'])}")
+        lines.append(_operating_point(f"at Youden threshold {_fmt(b['threshold'])}:", b) + f"  AUC {_fmt(b['auc'])}")
+        lines.append(_operating_point("at threshold 0.5:      ", b["at_0_5"]))
+        if b.get("at_model_threshold"):
+            m = b["at_model_threshold"]
+            lines.append(_operating_point(f"at the model's cut-off {_fmt(m['threshold'])}:", m))
     else:
         lines.append("COVID vs rest  n/a (no labelled cases or no classification head)")
     t = result.get("three_class")

@@ -52,6 +52,7 @@ rows goes to ``val`` (at least one group when a source has two or more), the res
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import warnings
@@ -61,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import CovidMTLError
 from .public_sets import Entry, find_layouts, scan_covid_ct, scan_infnet, scan_medseg
 from .selection import split_validation
@@ -129,9 +131,7 @@ def write_mask_png(mask01: np.ndarray, size_wh: tuple[int, int], path: Path) -> 
     if resized:
         im = im.resize(tuple(size_wh), PILImage.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: im.save(handle, format="PNG"))
     return resized
 
 
@@ -242,12 +242,11 @@ def prepare_data(data_dir: str | os.PathLike, out_dir: str | os.PathLike, val_fr
         raise CovidMTLError(f"{data}: layouts found but no readable images in them")
 
     manifest = out / "manifest.csv"
-    tmp = manifest.with_name("manifest.csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["image", "mask", "label", "split", "source", "group"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, manifest)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["image", "mask", "label", "split", "source", "group"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(manifest, text.getvalue().encode("utf-8"))
 
     summary = summarize(rows, resized, skipped)
     summary.update({"data_dir": str(data.resolve()), "val_fraction": val_fraction, "seed": seed,
@@ -255,7 +254,7 @@ def prepare_data(data_dir: str | os.PathLike, out_dir: str | os.PathLike, val_fr
                     "layouts": {k: str(v) for k, v in vars(layouts).items() if v is not None},
                     "notes": notes})
     summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     if notes:  # one warning, not one per file; the notes themselves are in summary.json and the result
         warnings.warn(f"prepare-data: {len(notes)} note(s), first: {notes[0]}", stacklevel=2)
     return PreparedData(manifest, summary_path, summary, rows, notes)

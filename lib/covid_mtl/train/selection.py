@@ -34,9 +34,8 @@ def split_validation(items: Sequence[Any], val_fraction: float = 0.2, seed: int 
         return [i for i in items if _get(i, "split") != "val"], [i for i in items if _get(i, "split") == "val"]
     groups: dict[str, dict[str, bool]] = {}
     for item in items:
-        group = str(_get(item, "group") or _get(item, "image"))
+        source, group = _group_key(item)
         labelled = bool(_get(item, "mask") or _get(item, "label"))
-        source = str(_get(item, "source") or "")
         groups.setdefault(source, {})
         groups[source][group] = groups[source].get(group, False) or labelled
     rng = np.random.default_rng(seed)
@@ -47,8 +46,12 @@ def split_validation(items: Sequence[Any], val_fraction: float = 0.2, seed: int 
             continue
         n_val = min(len(candidates) - 1, max(1, round(val_fraction * len(candidates))))
         val_groups.update((source, candidates[i]) for i in rng.permutation(len(candidates))[:n_val])
-    key = lambda i: (str(_get(i, "source") or ""), str(_get(i, "group") or _get(i, "image")))  # noqa: E731
-    return [i for i in items if key(i) not in val_groups], [i for i in items if key(i) in val_groups]
+    return [i for i in items if _group_key(i) not in val_groups], [i for i in items if _group_key(i) in val_groups]
+
+
+def _group_key(item: Any) -> tuple[str, str]:
+    """(source, group) of an item; an item without a group is its own group."""
+    return str(_get(item, "source") or ""), str(_get(item, "group") or _get(item, "image"))
 
 
 def selection_score(metrics: Mapping[str, Any], prefix: str = "") -> float:
