@@ -176,3 +176,23 @@ def test_train_augmentation_keeps_masks_binary_and_pixels_in_range():
         assert float(out["image"].min()) >= -0.2 and float(out["image"].max()) <= 1.2  # clipped window + faint noise
         changed += not np.array_equal(out["mask"].numpy(), mask)
     assert changed >= 20  # quarter turns, flips, rotations and zooms move the mask most of the time
+
+
+def test_training_slices_use_the_predictors_canonical_orientation():
+    """A volume and its mask stored RAS, LPS or sagittally give the same training slices (the predictor's
+    canonical axial layout), so a datastore volume stored another way trains on the slices it is predicted on."""
+    from tests.lib.test_orientation import restored
+
+    ph = make_phantom("covid", seed=2, shape=(10, 64, 64))
+    image = Image(ph.hu.astype(np.float32), ph.spacing, ph.affine, True, "ph")
+    reference = image_slices(image, ph.lesion, "covid", 32)
+    assert reference and any(s["mask"].any() for s in reference)
+    for flip, swap in ((True, False), (False, True)):
+        other = restored(image, flip_xy=flip, transpose_xz=swap)
+        mask = restored(Image(ph.lesion.astype(np.float32), ph.spacing, ph.affine, True, "m"), flip, swap).array
+        samples = image_slices(other, mask.astype(np.uint8), "covid", 32)
+        assert [s["z"] for s in samples] == [s["z"] for s in reference]
+        for a, b in zip(samples, reference):
+            np.testing.assert_allclose(a["image"], b["image"], atol=1e-5)
+            np.testing.assert_array_equal(a["mask"], b["mask"])
+            np.testing.assert_array_equal(a["cls_target"], b["cls_target"])

@@ -34,6 +34,12 @@ class Reoriented:
     to_canonical: np.ndarray | None = None
     to_input: np.ndarray | None = None
 
+    def forward(self, array_zyx: np.ndarray) -> np.ndarray:
+        """Another array on the input grid (a mask) reordered the same way into the canonical layout."""
+        if self.to_canonical is None:
+            return array_zyx
+        return apply_orientation(array_zyx.transpose(2, 1, 0), self.to_canonical).transpose(2, 1, 0)
+
     def back(self, array_zyx: np.ndarray) -> np.ndarray:
         """An array on the canonical grid mapped onto the input grid (same voxels, input order)."""
         if self.to_input is None:

@@ -62,7 +62,9 @@ class Prediction:
     volume-level {class: P} and ``label`` (None without a classifier). ``slice_probabilities``: (z, 3) float32
     in ``CLASSES`` order, NaN for slices not run. ``lung_slices``: (z,) bool. ``aggregation``: the rule and its
     details. ``seg_entropy``: mean binary entropy (bits, 0..1) of the lesion probabilities over the slices run,
-    at model resolution. ``timings``: seconds per stage and ``ms_per_slice``.
+    at model resolution. ``timings``: seconds per stage and ``ms_per_slice``. ``decision``: the classes the model
+    was trained on and its cut-off (``probabilities`` holds only those classes; ``statement`` says it in words).
+    ``geometry``: the canonical orientation used, the file's own, whether the slices were re-cut, the lung box.
     """
 
     mask: np.ndarray | None

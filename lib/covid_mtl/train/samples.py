@@ -30,13 +30,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from monai.data import Dataset
 
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS, Image
 from ..io import read_image, read_mask
 from ..io.crop import image_box
+from ..io.geometry import reorient
+from ..io.normalize import normalize_array
 from ..io.slices import lung_slices, resize_slices
 
 @dataclass(frozen=True)
@@ -94,23 +95,25 @@ def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: 
 
 
 def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image_size: int,
-                 normalized: np.ndarray | None = None, collection: str | None = None) -> list[dict]:
+                 collection: str | None = None) -> list[dict]:
     """Samples of one read image: dicts with ``image``/``mask`` (1, S, S) float32, ``has_mask`` (scalar),
     ``cls_target``/``cls_weight`` (3,), ``source`` (the file), ``collection`` (the data set it belongs to, for
-    class balance) and ``z`` (slice index in the image). Volumes are cut to their lung box first
-    (``covid_mtl.io.crop``), as the predictor does."""
-    from ..io.normalize import normalize_array
-
-    array = image.array
-    if mask is not None and mask.shape != array.shape:
-        raise CovidMTLError(f"{image.source}: mask shape {mask.shape} differs from image shape {array.shape}")
+    class balance) and ``z`` (slice index in the canonical axial order). Volumes are reordered into the canonical
+    axial layout (``covid_mtl.io.geometry``) and cut to their lung box (``covid_mtl.io.crop``), as the predictor
+    does."""
+    if mask is not None and mask.shape != image.array.shape:
+        raise CovidMTLError(f"{image.source}: mask shape {mask.shape} differs from image shape {image.array.shape}")
+    # the predictor's canonical axial layout, so a volume stored sagittally or LPS trains on the slices it is
+    # later predicted on
+    oriented = reorient(image.array, image.affine, image.spacing)
+    array = oriented.array
+    mask = oriented.forward(mask) if mask is not None else None
     keep = lung_slices(array, image.is_hu)
     z_kept = np.flatnonzero(keep)
     if z_kept.size == 0:
         return []
     y0, y1, x0, x1 = image_box(array, image.is_hu, image.bit_depth, keep)
-    scaled = normalized[z_kept] if normalized is not None else normalize_array(array[z_kept], image.is_hu,
-                                                                                 image.bit_depth)
+    scaled = normalize_array(array[z_kept], image.is_hu, image.bit_depth)
     pixels = resize_slices(scaled[:, y0:y1, x0:x1], image_size, "bilinear").numpy()
     lesions = None
     if mask is not None:
