@@ -95,6 +95,8 @@ def test_table_and_report_files(tmp_path):
     r = hand_made_result()
     table = ev.format_table(r)
     assert "Youden threshold 0.600" in table and "AUC 0.933" in table
+    ci = r["covid_vs_rest"]["auc_ci95"]
+    assert ci[0] < 14 / 15 <= ci[1] and f"(95% CI {ci[0]:.2f}-{ci[1]:.2f}, bootstrap over 8 patient groups)" in table
     assert "global 0.667" in table
     assert re.search(r"covid\s+3\s+0\.917\s+0\.667\s+0\.750\n", table)  # per-class: n, AUC, Sens, Spec
     assert re.search(r"normal\s+1\s+1\s+0\n", table)  # confusion-matrix row

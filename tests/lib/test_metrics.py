@@ -143,3 +143,24 @@ def test_plots_write_pngs_with_content(tmp_path):
     red = (px[..., 0] > 200) & (px[..., 1] < 60) & (px[..., 2] < 60)
     green = (px[..., 1] > 200) & (px[..., 0] < 60) & (px[..., 2] < 60)
     assert red.sum() > 20 and green.sum() > 20  # both contours were drawn
+
+
+def test_auc_interval_resamples_patients_not_slices():
+    rng = np.random.default_rng(1)
+    truth = np.repeat([True] * 6 + [False] * 6, 10)  # 12 patients, 10 near-identical slices each
+    patient_score = np.r_[rng.uniform(0.3, 1.0, 6), rng.uniform(0.0, 0.7, 6)]
+    scores = np.repeat(patient_score, 10) + rng.normal(0, 1e-3, truth.size)
+    groups = np.repeat(np.arange(12), 10)
+    by_patient = metrics.grouped_bootstrap_auc(truth, scores, groups)
+    by_slice = metrics.grouped_bootstrap_auc(truth, scores)  # pretends 120 independent cases
+    auc = metrics.binary_metrics(["covid" if t else "non-covid" for t in truth], scores, groups).auc
+    assert by_patient[0] <= auc <= by_patient[1]
+    # 12 observations, not 120: the honest interval is clearly wider
+    assert (by_patient[1] - by_patient[0]) > 1.8 * (by_slice[1] - by_slice[0])
+    assert metrics.grouped_bootstrap_auc(truth, scores, groups) == by_patient  # seeded
+
+
+def test_auc_interval_needs_two_patients_per_class():
+    truth = np.array([True, True, False, False])
+    assert metrics.grouped_bootstrap_auc(truth, np.array([0.9, 0.8, 0.2, 0.1]), ["a", "a", "b", "c"]) is None
+    assert metrics.grouped_bootstrap_auc(truth, np.array([0.9, 0.8, 0.2, 0.1]), ["a", "d", "b", "c"]) == [1.0, 1.0]

@@ -45,6 +45,7 @@ class CaseResult:
     probabilities: np.ndarray | None
     mask: metrics.MaskStats | None
     source: str | None = None
+    group: str | None = None
 
 
 def probability_vector(probabilities: Mapping[str, float] | Sequence[float] | np.ndarray | None) -> np.ndarray | None:
@@ -79,7 +80,8 @@ def compute_metrics(cases: Sequence[CaseResult], threshold: float | None = None)
 
     Keys: ``n_cases``; ``segmentation`` (None without masks); ``covid_vs_rest`` (None without labelled
     cases with probabilities); ``three_class`` (None unless two or more of covid/normal/other are labelled);
-    ``cases`` (per-case label, probabilities, Dice). ``threshold``: the served model's own P(covid) cut-off;
+    ``cases`` (per-case label, probabilities, Dice). The AUC's interval resamples the cases' ``group``s
+    (patients; a case without one is its own group). ``threshold``: the served model's own P(covid) cut-off;
     ``covid_vs_rest.at_model_threshold`` gives accuracy / sensitivity / specificity there (the Youden cut-off of
     the evaluated set is an optimistic, in-sample choice). ``by_source``: the same per data set when the cases
     name their source.
@@ -91,7 +93,8 @@ def compute_metrics(cases: Sequence[CaseResult], threshold: float | None = None)
         labels = [c.label for c in cls]
         probs = np.stack([c.probabilities for c in cls])
         covid_scores = probs[:, CLASSES.index(metrics.POSITIVE)]
-        binary = metrics.binary_metrics(labels, covid_scores).as_dict()
+        groups = [c.group or f"case:{i}" for i, c in enumerate(cls)]
+        binary = metrics.binary_metrics(labels, covid_scores, groups).as_dict()
         if threshold is not None:
             binary["at_model_threshold"] = {"threshold": threshold, **metrics.threshold_metrics(
                 metrics.is_positive(labels), covid_scores, threshold)}
@@ -143,7 +146,11 @@ def format_table(result: Mapping[str, Any]) -> str:
     b = result.get("covid_vs_rest")
     if b:
         lines.append(f"COVID vs rest (n={b['n']}, {b['n_positive']} COVID):")
-        lines.append(_operating_point(f"at Youden threshold {_fmt(b['threshold'])}:", b) + f"  AUC {_fmt(b['auc'])}")
+        ci = b.get("auc_ci95")
+        interval = (f" (95% CI {_fmt(ci[0], 2)}-{_fmt(ci[1], 2)}, bootstrap over {b['n_groups']} patient groups)"
+                    if ci else "")
+        lines.append(_operating_point(f"at Youden threshold {_fmt(b['threshold'])}:", b) + f"  AUC {_fmt(b['auc'])}"
+                     + interval)
         lines.append(_operating_point("at threshold 0.5:      ", b["at_0_5"]))
         if b.get("at_model_threshold"):
             m = b["at_model_threshold"]
@@ -229,7 +236,7 @@ def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays:
         truth = read_mask(row.mask, image).astype(bool) if row.mask else None
         name = Path(row.image).name
         case = score_case(name, row.label, pred.probabilities, pred.mask, truth)
-        case.source = row.source
+        case.source, case.group = row.source, row.group
         cases.append(case)
         if pred.mask is not None and truth is not None:
             keep = with_lesion if truth.any() else without
