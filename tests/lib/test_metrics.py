@@ -164,3 +164,8 @@ def test_auc_interval_needs_two_patients_per_class():
     truth = np.array([True, True, False, False])
     assert metrics.grouped_bootstrap_auc(truth, np.array([0.9, 0.8, 0.2, 0.1]), ["a", "a", "b", "c"]) is None
     assert metrics.grouped_bootstrap_auc(truth, np.array([0.9, 0.8, 0.2, 0.1]), ["a", "d", "b", "c"]) == [1.0, 1.0]
+
+
+def test_auc_interval_counts_ties_half():
+    truth = np.array([True, True, False, False, True, False])
+    assert metrics.grouped_bootstrap_auc(truth, np.full(6, 0.3)) == [0.5, 0.5]

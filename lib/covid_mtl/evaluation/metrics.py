@@ -164,25 +164,30 @@ def grouped_bootstrap_auc(truth: np.ndarray, scores: np.ndarray, groups: Sequenc
                           n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> list[float] | None:
     """Percentile ``level`` interval of the AUC when whole ``groups`` (patients) are resampled with replacement.
 
-    None when fewer than two groups hold each class (no interval can be drawn)."""
+    None when fewer than two groups hold each class (no interval can be drawn). A resample is a count per group,
+    so each case weighs as often as its group was drawn, and the AUC of every resample is one weighted sum over
+    the (positive, negative) pairs (ties count half, as in ``roc_auc_score``): no per-resample sorting.
+    """
     truth = np.asarray(truth, dtype=bool)
     scores = np.asarray(scores, dtype=float)
     if groups is not None and len(groups) != truth.size:
         raise CovidMTLError(f"{len(groups)} patient groups for {truth.size} cases")
     keys = np.arange(truth.size) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str),
                                                                  return_inverse=True)[1]
-    members = [np.flatnonzero(keys == g) for g in range(int(keys.max()) + 1)]
-    if sum(truth[m].any() for m in members) < 2 or sum((~truth[m]).any() for m in members) < 2:
+    n_groups = int(keys.max()) + 1
+    if np.unique(keys[truth]).size < 2 or np.unique(keys[~truth]).size < 2:
         return None
+    pairs = (scores[truth][:, None] > scores[~truth][None, :]) + 0.5 * (scores[truth][:, None] == scores[~truth][None, :])
     rng = np.random.default_rng(seed)
-    aucs: list[float] = []
-    while len(aucs) < n_resamples:
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        if truth[idx].all() or not truth[idx].any():
-            continue
-        aucs.append(roc_auc_score(truth[idx], scores[idx]))
+    aucs = np.empty(0)
+    while aucs.size < n_resamples:
+        counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_resamples).astype(float)
+        w_pos, w_neg = counts[:, keys[truth]], counts[:, keys[~truth]]
+        norm = w_pos.sum(1) * w_neg.sum(1)
+        valid = norm > 0  # a resample holding one class only has no AUC: drawn again
+        aucs = np.r_[aucs, np.einsum("bi,ij,bj->b", w_pos[valid], pairs, w_neg[valid]) / norm[valid]]
     tail = (1 - level) / 2 * 100
-    return [float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))]
+    return [float(np.percentile(aucs[:n_resamples], tail)), float(np.percentile(aucs[:n_resamples], 100 - tail))]
 
 
 def binary_metrics(labels: Sequence[str], covid_scores: Sequence[float],
