@@ -29,24 +29,23 @@ import torch
 from bench.common import OUT
 
 
-def encoder_maps(model, rows, size: int, mirror: bool = False) -> torch.Tensor:
+def training_view(rows, size: int) -> torch.Tensor:
+    """(n, 1, size, size): each row's first slice prepared exactly as training prepares it."""
     from covid_mtl.io import read_image
-    from covid_mtl.io.normalize import normalize_array
-    from covid_mtl.io.slices import resize_slices
+    from covid_mtl.train.samples import image_slices
 
-    slices = []
-    for row in rows:
-        image = read_image(row.image)
-        scaled = normalize_array(image.array, image.is_hu, image.bit_depth)
-        slices.append(resize_slices(torch.from_numpy(np.ascontiguousarray(scaled)).float(), size, "bilinear"))
-    x = torch.cat(slices)[:, None]
-    x = x.flip(-1) if mirror else x
+    return torch.from_numpy(np.stack([image_slices(read_image(r.image), None, r.label, size)[0]["image"]
+                                      for r in rows]))
+
+
+def encoder_maps(model, x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return torch.cat([model.encoder(x[i:i + 32])[-1] for i in range(0, len(x), 32)])
 
 
 def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -55,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     from covid_mtl.io.manifest import read_manifest
     from covid_mtl.nets.checkpoint import load_model
     from covid_mtl.nets.packaged import packaged_model_path
-    from sklearn.metrics import roc_auc_score
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True)
@@ -68,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     rows = {s: [r for r in read_manifest(args.manifest) if r.split == s and r.label
                 and (not args.source or r.source == args.source)] for s in ("train", "val")}
-    size = model.config.image_size
-    maps = {s: encoder_maps(model, rs, size) for s, rs in rows.items()}
+    views = {s: training_view(rs, model.config.image_size) for s, rs in rows.items()}
+    maps = {s: encoder_maps(model, x) for s, x in views.items()}
     truth = {s: is_positive([r.label for r in rs]) for s, rs in rows.items()}
     groups = {s: [r.group or r.image for r in rs] for s, rs in rows.items()}
 
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     head = copy.deepcopy(model.classifier).train()
     optimiser = torch.optim.Adam(head.parameters(), lr=1e-3)
-    train_maps = torch.cat([maps["train"], encoder_maps(model, rows["train"], size, mirror=True)])
+    train_maps = torch.cat([maps["train"], encoder_maps(model, views["train"].flip(-1))])
     target = torch.from_numpy(np.tile(truth["train"], 2)).float()
     for _ in range(args.steps):
         idx = torch.randint(0, len(train_maps), (16,))

@@ -160,6 +160,16 @@ def threshold_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float) -
     }
 
 
+def group_index(groups: Sequence[Any] | None, n: int) -> np.ndarray:
+    """0..G-1 per case: which of the G distinct ``groups`` (compared as text) it belongs to; without groups each
+    of the ``n`` cases is its own."""
+    if groups is None:
+        return np.arange(n)
+    if len(groups) != n:
+        raise CovidMTLError(f"{len(groups)} patient groups for {n} cases")
+    return np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+
+
 def grouped_bootstrap_auc(truth: np.ndarray, scores: np.ndarray, groups: Sequence[Any] | None = None,
                           n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> list[float] | None:
     """Percentile ``level`` interval of the AUC when whole ``groups`` (patients) are resampled with replacement.
@@ -170,14 +180,12 @@ def grouped_bootstrap_auc(truth: np.ndarray, scores: np.ndarray, groups: Sequenc
     """
     truth = np.asarray(truth, dtype=bool)
     scores = np.asarray(scores, dtype=float)
-    if groups is not None and len(groups) != truth.size:
-        raise CovidMTLError(f"{len(groups)} patient groups for {truth.size} cases")
-    keys = np.arange(truth.size) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str),
-                                                                 return_inverse=True)[1]
+    keys = group_index(groups, truth.size)
     n_groups = int(keys.max()) + 1
     if np.unique(keys[truth]).size < 2 or np.unique(keys[~truth]).size < 2:
         return None
-    pairs = (scores[truth][:, None] > scores[~truth][None, :]) + 0.5 * (scores[truth][:, None] == scores[~truth][None, :])
+    pos, neg = scores[truth][:, None], scores[~truth][None, :]
+    pairs = (pos > neg) + 0.5 * (pos == neg)
     rng = np.random.default_rng(seed)
     aucs = np.empty(0)
     while aucs.size < n_resamples:
@@ -209,7 +217,7 @@ def binary_metrics(labels: Sequence[str], covid_scores: Sequence[float],
         threshold=threshold, accuracy=at["accuracy"], sensitivity=at["sensitivity"],
         specificity=at["specificity"], counts=at["counts"], at_0_5=fixed,
         auc_ci95=grouped_bootstrap_auc(truth, scores, groups),
-        n_groups=len(set(map(str, groups))) if groups is not None else len(truth),
+        n_groups=int(group_index(groups, len(truth)).max()) + 1,
         fpr=fpr.tolist(), tpr=tpr.tolist(),
         thresholds=[float(t) if np.isfinite(t) else None for t in thr],  # JSON has no +inf
     )

@@ -192,32 +192,22 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     trained = trained_classes(train_ds.data) if "cls" in model.tasks else []
     result = TrainResult(best_checkpoint=out / "model.pt", last_checkpoint=out / "last.pt",
                          history_path=out / "history.json", curves_path=out / "learning_curves.png")
-    settings = {k: v for k, v in asdict(config).items()}
+    settings = asdict(config)
     settings.update(image_size=size, tasks=list(model.tasks), config=model.config.name,
                     train_images=len(records_train), val_images=len(records_val),
                     train_slices=count_samples(train_ds), val_slices=count_samples(val_ds), **init_info)
     bar = tqdm(total=min(config.max_steps or 10**12, config.epochs * len(train_loader)), desc="training", unit="step",
                disable=not progress)
 
-    @trainer.on(Events.EPOCH_STARTED)
-    def _reset(engine):
-        train_stats.reset()
+    train_stats.attach(trainer, reset_on=Events.EPOCH_STARTED)
+    val_stats.attach(evaluator, reset_on=Events.STARTED)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _step(engine):
-        train_stats.update(engine.state.output)
         bar.update(1)
         bar.set_postfix(epoch=engine.state.epoch, loss=f"{float(engine.state.output['loss']):.4f}")
         if config.max_steps and engine.state.iteration >= config.max_steps:
             engine.terminate_epoch()  # validate and save this partial epoch, then stop (see _epoch_end)
-
-    @evaluator.on(Events.STARTED)
-    def _reset_val(engine):
-        val_stats.reset()
-
-    @evaluator.on(Events.ITERATION_COMPLETED)
-    def _val_step(engine):
-        val_stats.update(engine.state.output)
 
     @evaluator.on(Events.COMPLETED)
     def _val_done(engine):

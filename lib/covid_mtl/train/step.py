@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from sklearn.metrics import roc_auc_score
 from monai.engines.workflow import Workflow
@@ -157,6 +158,11 @@ class EpochStats:
         self.classes_seen: set[int] = set()
         self.covid_scores: list[np.ndarray] = []
         self.covid_truth: list[np.ndarray] = []
+
+    def attach(self, engine: Workflow, reset_on: Any) -> None:
+        """Collect ``engine``'s step outputs, starting afresh at the event ``reset_on``."""
+        engine.add_event_handler(reset_on, lambda _: self.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.update(e.state.output))
 
     def update(self, output: Mapping[str, Any]) -> None:
         for task in self.lambdas:
