@@ -1,0 +1,1 @@
+"""Synthetic phantoms and the sample studies the server starts with."""

@@ -1,0 +1,1 @@
+"""Networks: configurations, the multi-task net and its baselines, checkpoints and the packaged model."""
