@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from .lung_shape import LEFT_LUNG, RIGHT_LUNG
 
 PLAUSIBLE_LUNG_ML = (2500.0, 7500.0)
 DENSE_HU = -200.0
@@ -91,20 +90,19 @@ def balance_check(right_ml: float, left_ml: float, missed_lesion_ml: float) -> l
                     affects=["lungs", "zones", "percent_involved", "zone_severity_score"])]
 
 
-def lung_checks(labels: np.ndarray, lesion: np.ndarray, voxel_ml: float | None,
-                hu: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """Every check of a lung labelmap (z, y, x) with its lesion mask; ``hu`` enables ``lung_mask_dense``."""
-    if not labels.any():
+def lung_checks(labels: np.ndarray, lesion: np.ndarray, voxel_ml: float | None, right_voxels: int,
+                left_voxels: int, outside_voxels: int, hu: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Every check of a lung labelmap (z, y, x) with its lesion mask, given the voxel counts quantify has already
+    taken (each lung, lesion outside the lung mask); ``hu`` enables ``lung_mask_dense``."""
+    if right_voxels + left_voxels == 0:
         return []
     unit = voxel_ml if voxel_ml is not None else 1.0
     out = coverage_check(labels)
     covered = not out and labels.shape[0] >= 3
-    total = float((labels > 0).sum()) * voxel_ml if voxel_ml is not None else None
+    total = (right_voxels + left_voxels) * voxel_ml if voxel_ml is not None else None
     out += volume_check(total, covered)
     out += dense_check(labels, lesion, hu)
     if not covered:
         return out
-    missed = float((lesion & (labels == 0)).sum()) * unit
-    out += balance_check(float((labels == RIGHT_LUNG).sum()) * unit, float((labels == LEFT_LUNG).sum()) * unit,
-                         missed)
+    out += balance_check(right_voxels * unit, left_voxels * unit, outside_voxels * unit)
     return out

@@ -35,12 +35,8 @@ from scipy import ndimage as ndi
 
 from ..errors import CovidMTLError
 from ..image import Image
-from .lung_candidates import (  # noqa: F401  (re-exported: the method's parameters are read from here)
-    AIR_HU, BODY_HU, GAS_HU, MAX_GAS_FRACTION, MIN_COMPONENT_FRACTION, MIN_LUNG_ML, body_slices, lung_components,
-)
-from .lung_shape import (  # noqa: F401
-    CLOSING_MM, LEFT_LUNG, LESION_REACH_MM, LUNG_NAMES, RIGHT_LUNG, add_lesion, fill_enclosed, split_merged,
-)
+from .lung_candidates import body_slices, lung_components
+from .lung_shape import CLOSING_MM, LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, add_lesion, fill_enclosed, split_merged
 
 Z_GAP_MM = 20.0
 """Secondary components must come within this distance (along z) of the lungs' z range."""

@@ -195,7 +195,8 @@ def quantify(
         if labels.shape != lesion.shape:
             raise CovidMTLError(f"lung mask shape {labels.shape} differs from the lesion mask's {lesion.shape}")
         _lung_measures(out, lesion, lung, voxel_ml, bins, flags)
-        out["warnings"] = lung_checks(labels, lesion, voxel_ml, hu)
+        out["warnings"] = lung_checks(labels, lesion, voxel_ml, out["lungs"]["right"]["lung_voxels"],
+                                     out["lungs"]["left"]["lung_voxels"], out["lesion_outside_lung_voxels"], hu)
     if lobes is not None:
         out["lobes"], out["lobe_severity_score"] = _lobes(lesion, lobes, lobe_labels, voxel_ml, bins, flags)
     return out

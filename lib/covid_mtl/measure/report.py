@@ -19,7 +19,7 @@ from ..image import Image
 from ..io.normalize import LUNG_WINDOW
 from .lungmask import LungMask
 
-LESION_COLOUR = (1.0, 0.1, 0.1)
+LESION_RGBA = (1.0, 0.1, 0.1, 0.45)
 LUNG_COLOUR = "cyan"
 N_KEY_SLICES = 3
 SLOT = 0.9 / (N_KEY_SLICES + 1)  # page width of one image: the key slices, then the coronal view
@@ -60,11 +60,9 @@ def _display(slice_yx: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def _grey(image: Image, z: int) -> tuple[np.ndarray, float, float]:
-    if image.is_hu:
-        return image.array[z], LUNG_WINDOW[0], LUNG_WINDOW[1]
-    top = float(2 ** (image.bit_depth or 8) - 1)
-    return image.array[z], 0.0, top
+def display_range(image: Image) -> tuple[float, float]:
+    """Grey levels shown black and white: the project's lung window for HU, the full range of the bit depth else."""
+    return LUNG_WINDOW if image.is_hu else (0.0, float(2 ** (image.bit_depth or 8) - 1))
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -196,15 +194,15 @@ def _slices(fig: Figure, image: Image, mask: np.ndarray | None, lung: np.ndarray
     left = 0.05 + (N_KEY_SLICES - len(zs)) * width / 2
     for i, z in enumerate(zs):
         ax = fig.add_axes((left + i * width, 0.52, width - 0.01, 0.3))
-        grey, vmin, vmax = _grey(image, z)
-        ax.imshow(_display(grey, image.affine), cmap="gray", vmin=vmin, vmax=vmax, aspect=dy / dx,
+        vmin, vmax = display_range(image)
+        ax.imshow(_display(image.array[z], image.affine), cmap="gray", vmin=vmin, vmax=vmax, aspect=dy / dx,
                   interpolation="nearest")
         if lung is not None and lung[z].any():
             ax.contour(_display(lung[z] > 0, image.affine).astype(float), levels=[0.5], colors=LUNG_COLOUR,
                        linewidths=0.6)
         if mask is not None and mask[z].any():
             overlay = np.zeros(mask[z].shape + (4,), float)
-            overlay[mask[z] > 0] = (*LESION_COLOUR, 0.45)
+            overlay[mask[z] > 0] = LESION_RGBA
             ax.imshow(_display(overlay, image.affine), aspect=dy / dx, interpolation="nearest")
         area = int((mask[z] > 0).sum()) if mask is not None else 0
         ax.set_title(f"slice {z + 1}/{image.array.shape[0]}  lesion {area} px", fontsize=8)

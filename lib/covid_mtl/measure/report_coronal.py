@@ -9,9 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..image import Image
-
-LUNG_WINDOW = (-1000.0, 400.0)
-LESION_RGBA = (1.0, 0.1, 0.1, 0.45)
+from .lung_shape import LEFT_LUNG, RIGHT_LUNG
+from .report import LESION_RGBA, display_range
 
 
 def coronal_row(lung: np.ndarray | None, mask: np.ndarray | None, depth_y: int) -> int:
@@ -41,12 +40,12 @@ def coronal_view(fig: Figure, rect: tuple[float, float, float, float], image: Im
     dz, dx = (image.spacing[0], image.spacing[2]) if image.spacing is not None else (1.0, 1.0)
     if superior_at_high_z is None and image.affine is not None:
         superior_at_high_z = bool(np.asarray(image.affine)[2, 2] > 0)
-    vmin, vmax = LUNG_WINDOW if image.is_hu else (0.0, float(2 ** (image.bit_depth or 8) - 1))
+    vmin, vmax = display_range(image)
     ax = fig.add_axes(rect)
     ax.imshow(_orient(image.array[:, y, :], image.affine, superior_at_high_z), cmap="gray", vmin=vmin, vmax=vmax,
               aspect=dz / dx, interpolation="nearest")
     if lung is not None and lung[:, y, :].any():
-        for label, colour in ((1, "cyan"), (2, "yellow")):
+        for label, colour in ((RIGHT_LUNG, "cyan"), (LEFT_LUNG, "yellow")):
             plane = _orient(lung[:, y, :] == label, image.affine, superior_at_high_z)
             if plane.any():
                 ax.contour(plane.astype(float), levels=[0.5], colors=colour, linewidths=0.6)

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..image import Image
+from .checks import warning
 from .lungmask import LungMask
 from ..predict.predictor import Prediction, Predictor
 from .quantify import lesion_ml as lesion_volume_ml, measure
@@ -50,8 +51,8 @@ def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: 
             lesion_ml = lesion_volume_ml(prediction.mask, image.spacing)
     warnings = [dict(w) for w in image.meta.get("warnings", [])] + list((measures or {}).get("warnings", []))
     if prediction.geometry.get("warning"):
-        warnings.append({"name": "resliced", "message": prediction.geometry["warning"],
-                         "affects": ["label", "probabilities", "lesion_volume_ml"]})
+        warnings.append(warning("resliced", prediction.geometry["warning"],
+                                affects=["label", "probabilities", "lesion_volume_ml"]))
     timings = {k: round(float(v), 4) for k, v in prediction.timings.items()}
     timings["quantify_s"] = round(time.perf_counter() - start, 4)
     return {
