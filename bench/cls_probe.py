@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import warnings
 
 import numpy as np
 import torch
 
-from bench.common import OUT
+from bench.common import save
 
 
 def training_view(rows, size: int) -> torch.Tensor:
@@ -108,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         ci = r["val"]["ci95"]
         print(f"{name:<14}{r['train']['auc']:>10.3f}{r['val']['auc']:>9.3f}  "
               + (f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "n/a"))
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "cls_probe.json").write_text(json.dumps(results, indent=2) + "\n")
+    save("cls_probe", results)
     return 0
 
 

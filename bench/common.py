@@ -12,7 +12,10 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-OUT = Path(os.environ.get("COVID_MTL_BENCH_OUT", Path(__file__).resolve().parents[1] / "out" / "bench"))
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("COVID_MTL_BENCH_OUT", ROOT / "out" / "bench"))
+REAL_CT = ROOT.parent / "shared" / "data" / "real_ct"
+"""Small real CT scans (HU) beside the project; benchmarks that use them skip their rows when it is absent."""
 
 
 class PeakRSS:

@@ -17,12 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.common import save, table
+from bench.common import REAL_CT, ROOT, save, table
 
 BASELINE_COMMIT = "c1f8950"
 BASELINE_PATH = "lib/covid_mtl/measure/lungmask.py"
-ROOT = Path(__file__).resolve().parents[1]
-REAL_CT = ROOT.parent / "shared" / "data" / "real_ct"
 REAL_CASES = ("totalsegmentator_example/example_ct.nii.gz",
               "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz")
 

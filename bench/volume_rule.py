@@ -15,19 +15,15 @@ and writes ``out/bench/volume_rule.json``. Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import OUT
+from bench.common import REAL_CT, ROOT, save
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-REAL_CT = [
+REAL_CT_CASES = [
     "totalsegmentator_example/example_ct.nii.gz",
     "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz",
     "totalsegmentator_example/example_ct_dicom",
@@ -82,13 +78,12 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     print(f"checkpoint {checkpoint} ({predictor.decision.as_dict()})")
-    real = SHARED / "real_ct"
-    if real.is_dir():
-        for rel in REAL_CT:
-            if (real / rel).exists():
-                run("real_ct", rel, "-", read_image(real / rel))
+    if REAL_CT.is_dir():
+        for rel in REAL_CT_CASES:
+            if (REAL_CT / rel).exists():
+                run("real_ct", rel, "-", read_image(REAL_CT / rel))
     else:
-        print(f"{real} absent: real CT rows skipped")
+        print(f"{REAL_CT} absent: real CT rows skipped")
     manifest = Path(args.manifest)
     if manifest.is_file():
         for name, split, image in assembled_volumes(manifest):
@@ -104,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if clean:
         print(f"real CT without COVID findings: called COVID {sum(r['label'] == 'covid' for r in rows if r['kind'] == 'real_ct')}"
               f" of {len(clean)}, median P(covid) {np.median(clean):.3f}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "volume_rule.json").write_text(json.dumps({"checkpoint": str(checkpoint), "rows": rows}, indent=2))
+    save("volume_rule", {"checkpoint": str(checkpoint), "rows": rows})
     return 0
 
 

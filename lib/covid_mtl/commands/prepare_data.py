@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.prepare_data import format_summary, prepare_data
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the notes are printed below, in full up to a limit
+        # prepare-data's own summary warning: its notes are printed below, in full up to a limit
+        warnings.filterwarnings("ignore", message="prepare-data:")
         result = prepare_data(args.data, args.out, val_fraction=args.val_fraction, seed=args.seed,
                               pseudo_masks=args.pseudo_masks, progress=not args.no_progress)
     for note in result.warnings[:MAX_NOTES_SHOWN]:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from monai.metrics import compute_dice
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from ..train.decision import youden_threshold  # one Youden rule for training and evaluation
 from ..errors import CovidMTLError

@@ -14,7 +14,7 @@ from .raster import RASTER_SUFFIXES, read_raster
 from .volume import read_nifti, read_nrrd
 from .write import write_mask
 
-__all__ = ["read_image", "write_mask", "image_suffix", "SUPPORTED_SUFFIXES"]
+__all__ = ["read_image", "read_mask", "write_mask", "image_suffix", "SUPPORTED_SUFFIXES"]
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm") + RASTER_SUFFIXES
 

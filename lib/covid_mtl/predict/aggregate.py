@@ -1,6 +1,6 @@
 """From slice probabilities to one volume-level classification.
 
-Rule (``top_k_mean``): over the *lung-containing* slices (``covid_mtl.train.samples.lung_slices``; every slice for
+Rule (``top_k_mean``): over the *lung-containing* slices (``covid_mtl.io.slices.lung_slices``; every slice for
 non-HU images; every slice when none passes the lung test), with ``k = max(1, ceil(top_fraction * n))``:
 
 * P(covid) = mean of the k highest slice P(covid),

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+from ..io.raster import RASTER_SUFFIXES
+
 MAX_DEPTH = 6  # how deep to look for the layouts under DIR
 _TEST_DIR = re.compile(r"(^|[-_ ])test")  # TestingSet, LungInfection-Test: official test portions, held out
-SOURCES = ("covid_ct", "medseg", "infnet")
 @dataclass(frozen=True)
 class Entry:
     """One image found in a layout, before splitting."""
@@ -47,7 +47,7 @@ class Layouts:
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+                  if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
 
 
 def _child(folder: Path, name: str) -> Path | None:

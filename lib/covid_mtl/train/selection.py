@@ -54,12 +54,12 @@ def _group_key(item: Any) -> tuple[str, str]:
     return str(_get(item, "source") or ""), str(_get(item, "group") or _get(item, "image"))
 
 
-def selection_score(metrics: Mapping[str, Any], prefix: str = "") -> float:
-    """The score above from ``{prefix}dice``, ``{prefix}covid_auc`` and ``{prefix}loss``."""
-    parts = [float(metrics[prefix + k]) for k in ("dice", "covid_auc") if metrics.get(prefix + k) is not None]
+def selection_score(metrics: Mapping[str, Any]) -> float:
+    """The score above from ``dice``, ``covid_auc`` and ``loss``."""
+    parts = [float(metrics[k]) for k in ("dice", "covid_auc") if metrics.get(k) is not None]
     if parts:
         return float(np.mean(parts))
-    loss = metrics.get(prefix + "loss")
+    loss = metrics.get("loss")
     return -float(loss) if loss is not None else float("-inf")
 
 
