@@ -30,20 +30,19 @@ from lib.http_guard import max_upload_bytes
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
-from covid_mtl.io import read_image
+from covid_mtl.io import SUPPORTED_SUFFIXES, read_image
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ValidatingDatastore", "check_id", "check_tag", "read_or_422", "check_classification", "id_from_filename",
-           "STAGING_PREFIX", "REPLACE_KEY"]
+__all__ = ["ValidatingDatastore", "check_id", "check_tag", "read_or_422", "check_classification", "base_name",
+           "id_from_filename", "STAGING_PREFIX", "REPLACE_KEY"]
 
 # Ids become file names in the studies folder: no separators, no "..", nothing hidden.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 SAFE_TAG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REPLACE_KEY = "replace"
-DEFAULT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 
 
 def check_id(value: Any, what: str = "image id") -> str:
@@ -58,7 +57,7 @@ def check_tag(value: Any) -> str:
     return value
 
 
-def split_suffix(name: str, suffixes=DEFAULT_SUFFIXES) -> Tuple[str, str]:
+def split_suffix(name: str, suffixes=SUPPORTED_SUFFIXES) -> Tuple[str, str]:
     """(stem, suffix) with only a known image suffix removed (the longest that matches, any case)."""
     lower = name.lower()
     for suffix in sorted(suffixes, key=len, reverse=True):
@@ -67,10 +66,14 @@ def split_suffix(name: str, suffixes=DEFAULT_SUFFIXES) -> Tuple[str, str]:
     return name, ""
 
 
+def base_name(filename: Optional[str]) -> str:
+    """A client's file name without the folders it may carry (either separator)."""
+    return re.split(r"[\\/]", filename or "")[-1]
+
+
 def id_from_filename(filename: str) -> str:
     """The id an upload without ``?image=`` gets: its file name without folders and without the image suffix."""
-    base = re.split(r"[\\/]", filename or "")[-1]
-    return split_suffix(base)[0]
+    return split_suffix(base_name(filename))[0]
 
 
 def _check_size(path: str, what: str) -> None:
@@ -150,7 +153,7 @@ class ValidatingDatastore(LocalDatastore):
                 raise
 
     def _to_id(self, file: str) -> Tuple[str, str]:
-        suffixes = tuple(e.replace("*", "") for e in self._extensions) + DEFAULT_SUFFIXES
+        suffixes = tuple(e.replace("*", "") for e in self._extensions) + SUPPORTED_SUFFIXES
         stem, suffix = split_suffix(file, suffixes)
         return stem, suffix
 

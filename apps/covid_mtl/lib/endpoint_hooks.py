@@ -17,24 +17,20 @@ import logging
 from typing import Any, Callable, Optional
 
 from fastapi import HTTPException
-from lib.datastore import REPLACE_KEY, id_from_filename
-from lib.http_errors import classify, to_http
+from lib.datastore import REPLACE_KEY, base_name, id_from_filename
+from lib.http_errors import classify, is_server_fault, to_http
 from lib.params import parse_params, refuse_final_tag
 
 logger = logging.getLogger(__name__)
 
 
 def _upload_name(upload) -> Optional[str]:
-    name = getattr(upload, "filename", None)
-    return name.replace("\\", "/").rsplit("/", 1)[-1] or None if name else None
+    return base_name(getattr(upload, "filename", None)) or None
 
 
 def _named(exc: Exception, upload_name: Optional[str]) -> Exception:
     """``exc`` as the HTTPException the client gets, naming the user's file; server faults stay as they are."""
-    status, _ = classify(exc)
-    if status >= 500 and status != 507:
-        return exc
-    return to_http(exc, upload_name)
+    return exc if is_server_fault(classify(exc)[0]) else to_http(exc, upload_name)
 
 
 def _call(original: Callable, upload_name: Optional[str], *args) -> Any:
@@ -52,6 +48,8 @@ def _infer_hook(original: Callable) -> Callable:
     def run_inference(background_tasks, model, image="", session_id="", params="{}", file=None, label=None,
                       output=None):
         parsed = parse_params(params)
+        # app.infer refuses it too, but only after MONAI Label has copied the upload to a temp file that its
+        # background clean-up never removes when the request fails: refuse before anything is written
         refuse_final_tag(parsed)
         return _call(original, _upload_name(file), background_tasks, model, image, session_id, json.dumps(parsed),
                      file, label, output)
@@ -64,7 +62,7 @@ def _add_image_hook(original: Callable) -> Callable:
         from monailabel.interfaces.utils.app import app_instance
 
         parsed = parse_params(params)
-        image = image or id_from_filename(getattr(file, "filename", "") or "") or None
+        image = image or id_from_filename(_upload_name(file) or "") or None
         replace = parsed.get(REPLACE_KEY) is True
         existed, labels = False, []
         if replace and image:  # said back to the client: what the replacement deleted

@@ -77,10 +77,16 @@ def classify(exc: BaseException) -> tuple[int, str]:
     return 500, f"internal server error ({type(exc).__name__}); see the server log"
 
 
+def is_server_fault(status: int) -> bool:
+    """A 5xx the client can do nothing about, logged in full and answered without details; a full disk (507)
+    is a capacity error the client is told about."""
+    return status >= 500 and status != 507
+
+
 def to_http(exc: BaseException, upload_name: Optional[str] = None, prefix: str = "") -> HTTPException:
     """``exc`` as the HTTPException the client gets; ``prefix`` says what failed (e.g. "uploaded label")."""
     status, detail = classify(exc)
-    if status < 500 or status == 507:
+    if not is_server_fault(status):
         detail = public_message(detail, upload_name)
         if prefix and status == 422:
             detail = f"{prefix}: {detail}"

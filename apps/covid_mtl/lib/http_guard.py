@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
-from lib.http_errors import ModelUnavailable, classify
+from lib.http_errors import ModelUnavailable, classify, is_server_fault
 
 from covid_mtl.errors import CovidMTLError
 
@@ -155,7 +155,7 @@ class GuardMiddleware:
 # ----- exception handlers: statuses come from lib.http_errors (one mapping for every endpoint) -----------------------
 async def _mapped(request, exc: Exception) -> JSONResponse:
     status, detail = classify(exc)
-    if status >= 500 and status != 507:
+    if is_server_fault(status):
         logger.error(f"{request.method} {request.url.path} failed", exc_info=exc)
     elif status == 507:
         logger.error(f"{request.method} {request.url.path}: disk full ({exc})")

@@ -24,7 +24,6 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import EarlyStopping
 from monai.data import DataLoader
-from torch.utils.data import RandomSampler, WeightedRandomSampler
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
@@ -38,7 +37,7 @@ from ..errors import CovidMTLError
 from .losses import MultiTaskLoss
 from ..nets.factory import build_model
 from .decision import decision_meta, trained_classes
-from .samples import as_records, balance_weights, build_dataset, count_samples
+from .samples import as_records, build_dataset, count_samples, train_sampler
 from .selection import is_better, split_validation
 from .step import EpochStats, make_eval_iteration, make_train_iteration
 
@@ -173,9 +172,7 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
                              else eval_transforms(), progress=progress)
     val_ds = build_dataset(records_val, size, transform=eval_transforms(), progress=progress)
     generator = torch.Generator().manual_seed(config.seed)
-    n_draws = (config.steps_per_epoch * config.batch_size) if config.steps_per_epoch else len(train_ds)
-    sampler = (WeightedRandomSampler(balance_weights(train_ds.data), n_draws, generator=generator)
-               if config.balance else RandomSampler(train_ds, num_samples=n_draws, generator=generator))
+    sampler = train_sampler(train_ds, config.batch_size, config.steps_per_epoch, config.balance, generator)
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     val_loader = DataLoader(val_ds, batch_size=max(config.batch_size, 16), shuffle=False, num_workers=0)
 

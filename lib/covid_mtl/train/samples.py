@@ -30,7 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from monai.data import Dataset
+from torch.utils.data import RandomSampler, Sampler, WeightedRandomSampler
 
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS, Image
@@ -178,6 +180,16 @@ def balance_weights(samples: Sequence[dict]) -> np.ndarray:
         states[state][collection] += 1
     weights = np.array([1.0 / len(states) / len(states[st]) / states[st][c] for st, c in keys], dtype=np.float64)
     return weights / weights.sum()
+
+
+def train_sampler(dataset: Dataset, batch_size: int, steps_per_epoch: int | None, balance: bool,
+                  generator: torch.Generator | None = None) -> Sampler:
+    """What one training epoch draws: ``steps_per_epoch`` batches (None or 0: as many slices as the dataset
+    has), with the class balance above or uniformly."""
+    draws = steps_per_epoch * batch_size if steps_per_epoch else len(dataset)
+    if balance:
+        return WeightedRandomSampler(balance_weights(dataset.data), draws, generator=generator)
+    return RandomSampler(dataset, num_samples=draws, generator=generator)
 
 
 def count_samples(dataset: Dataset) -> dict[str, int]:

@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Events
 from ignite.metrics import Metric
 from lib.trainers.datalist import datastore_records
-from torch.utils.data import DataLoader, RandomSampler, Subset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Subset
 
 from covid_mtl.train.augment import eval_transforms, train_transforms
 from covid_mtl.nets.checkpoint import load_model, save_checkpoint
@@ -23,7 +23,7 @@ from covid_mtl.nets.config import get_config
 from covid_mtl.train.losses import MultiTaskLoss
 from covid_mtl.nets.factory import build_model
 from covid_mtl.train.decision import decision_meta, trained_classes
-from covid_mtl.train.samples import balance_weights, build_dataset
+from covid_mtl.train.samples import build_dataset, train_sampler
 from covid_mtl.train.selection import split_validation
 from covid_mtl.train.step import EpochStats, make_eval_iteration, make_train_iteration
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -100,16 +100,13 @@ class CovidMTLTrain(BasicTrainTask):
     def train_data_loader(self, context: Context, num_workers: int = 0, shuffle: bool = True):
         dataset = build_dataset(context.train_datalist, self._image_size(context), transform=train_transforms())
         context.covid_mtl_trained = trained_classes(dataset.data)
-        steps = int(context.request.get("steps_per_epoch", 0))
-        draws = steps * context.train_batch_size if steps > 0 else len(dataset)
         if context.multi_gpu:  # MONAI Label's DDP path: each rank trains on its own share of the slices
             from torch.utils.data.distributed import DistributedSampler
 
             sampler = DistributedSampler(dataset, shuffle=True)
-        elif context.request.get("balance", True):  # the CLI's class balance (covid_mtl.train.samples)
-            sampler = WeightedRandomSampler(balance_weights(dataset.data), draws)
-        else:
-            sampler = RandomSampler(dataset, num_samples=draws)
+        else:  # the CLI's draws and class balance
+            steps = max(0, int(context.request.get("steps_per_epoch", 0)))
+            sampler = train_sampler(dataset, context.train_batch_size, steps, bool(context.request.get("balance", True)))
         return DataLoader(dataset, batch_size=context.train_batch_size, sampler=sampler, num_workers=num_workers)
 
     def val_data_loader(self, context: Context, num_workers: int = 0):
