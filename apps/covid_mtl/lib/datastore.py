@@ -106,9 +106,13 @@ def check_label_values(label) -> None:
 
 
 class ValidatingDatastore(LocalDatastore):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, datastore_path: str, *args, **kwargs):
         self._stamp = None  # what the in-memory copy was loaded from (see _fresh)
-        super().__init__(*args, **kwargs)
+        # LocalDatastore's own lock file and JSON path: a change a kill interrupted is finished before loading
+        config = os.path.join(datastore_path, kwargs.get("datastore_config", "datastore_v2.json"))
+        if os.path.isdir(datastore_path) and datastore_file.recover(os.path.join(datastore_path, ".lock"), config):
+            logger.warning(f"finished the datastore change an interrupted server left in {config}")
+        super().__init__(datastore_path, *args, **kwargs)
         self._remove_staging_leftovers()
 
     # ----- the one writer -------------------------------------------------------------------------------------

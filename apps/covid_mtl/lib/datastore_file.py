@@ -8,7 +8,10 @@ finished after a label save wrote back a datastore without that save. Here a cha
 in-memory copy. A change that raises (full disk, refused upload) writes nothing and leaves memory as it was.
 
 Files that belong to a change (an uploaded image or label) are staged next to their destination first and
-renamed into place only after the JSON is written, so a failed change leaves no new file behind either.
+renamed into place only after the JSON is written, so a failed change leaves no new file behind either. A server
+killed between the JSON write and the renames would leave the JSON describing a label file that is still the old
+one, so a change first writes a journal (the new JSON, the renames, the deletions) and removes it when done;
+:func:`recover` replays a journal left by a kill before the datastore is loaded.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from covid_mtl import atomic
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastoreModel
 
 STAGING_PREFIX = ".covid-mtl-staging-"
+JOURNAL_SUFFIX = ".journal"
 
 
 def stage(dest: str, source: Optional[str] = None, data: Optional[bytes] = None) -> str:
@@ -79,34 +83,62 @@ class Change:
         self.deletes.append(path)
 
 
+def _apply(path: str, datastore: Optional[bytes], moves: List[Tuple[str, str]], deletes: List[str]) -> None:
+    """Write the JSON, rename the staged files into place, delete the dropped ones. Safe to repeat: a replay skips
+    the renames done before a kill (their staging file is gone)."""
+    if datastore is not None:
+        atomic.atomic_write(path, datastore, prefix=STAGING_PREFIX)
+    for staged_file, dest in moves:
+        if os.path.exists(staged_file):
+            commit(staged_file, dest)
+    for dead in deletes:
+        if os.path.exists(dead):
+            os.unlink(dead)
+
+
 @contextlib.contextmanager
 def change(lock_file: str, path: str, base_path: str, default: LocalDatastoreModel,
            on_written: Callable[[LocalDatastoreModel], None]) -> Iterator[Change]:
     """Yield the datastore as it is on disk, under the lock; write it back if the caller changed it, put the
     staged files in place, delete the dropped ones, then hand the model to ``on_written`` (the in-memory copy).
-    Everything happens under the lock, so no other process sees the JSON without its files. If the caller or
-    the JSON write raises, nothing is written and every staged file is discarded."""
+    Everything happens under the lock, so no other process sees the JSON without its files, and behind a journal,
+    so a kill half-way is finished at the next start. If the caller or the JSON write raises, nothing is written
+    and every staged file is discarded."""
     with FileLock(lock_file):
         ch = Change(read_model(path, base_path, default))
         try:
             before = dump(ch.model)
             yield ch
             after = dump(ch.model)
-            if after != before:
-                staged = stage(path, data=after)
+            datastore = after if after != before else None
+            if datastore is not None or ch.staged or ch.deletes:
+                journal = path + JOURNAL_SUFFIX
+                entry = {"datastore": None if datastore is None else datastore.decode(), "moves": ch.staged,
+                         "deletes": ch.deletes}
+                atomic.atomic_write(journal, json.dumps(entry).encode(), prefix=STAGING_PREFIX)
                 try:
-                    commit(staged, path)
-                finally:
-                    discard(staged)
-            for staged_file, dest in ch.staged:
-                commit(staged_file, dest)
-            for dead in ch.deletes:
-                if os.path.exists(dead):
-                    os.unlink(dead)
+                    _apply(path, datastore, ch.staged, ch.deletes)
+                finally:  # done, or failed before a kill could leave it half-way: nothing to replay
+                    os.unlink(journal)
         finally:
             for staged_file, _ in ch.staged:
                 discard(staged_file)
         on_written(ch.model)
+
+
+def recover(lock_file: str, path: str) -> bool:
+    """Finish the change a killed server left half-way (its journal next to ``path``); True when there was one."""
+    journal = path + JOURNAL_SUFFIX
+    with FileLock(lock_file):
+        if not os.path.exists(journal):
+            return False
+        with open(journal) as f:
+            entry = json.load(f)
+        datastore = entry["datastore"]
+        _apply(path, None if datastore is None else datastore.encode(), [tuple(m) for m in entry["moves"]],
+               entry["deletes"])
+        os.unlink(journal)
+        return True
 
 
 # ----- reconciling the JSON with the files (images or labels added or removed by hand) ------------------------------
