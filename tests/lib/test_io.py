@@ -79,6 +79,19 @@ def test_nifti_round_trip_and_mask_writer(tmp_path: Path) -> None:
     assert not again.is_hu  # a 0/1 mask has no air: not mistaken for HU
 
 
+@pytest.mark.parametrize("stored", [(40, 30), (40, 30, 5, 1)])
+def test_mask_keeps_the_nifti_files_own_shape(tmp_path: Path, stored) -> None:
+    data = np.zeros(stored, np.int16)
+    data[5:20, 10:15] = 1
+    nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.8, 2.5, 1.0])), tmp_path / "in.nii.gz")
+    image = read_image(tmp_path / "in.nii.gz")
+    assert image.array.ndim == 3  # the reader hands out (z, y, x)
+    write_mask((image.array > 0).astype(np.uint8), image, tmp_path / "mask.nii.gz")
+    back = np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj)
+    assert back.shape == stored
+    np.testing.assert_array_equal(back, data > 0)
+
+
 def test_nrrd_reads_lps_geometry(tmp_path: Path) -> None:
     import nrrd
 

@@ -19,7 +19,8 @@ def mask_affine(like: Image) -> np.ndarray:
 
 
 def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
-    """Write a (z, y, x) mask as uint8 on ``like``'s grid: NIfTI (``.nii``/``.nii.gz``) or PNG for 2D slices."""
+    """Write a (z, y, x) mask as uint8 on ``like``'s grid: NIfTI (``.nii``/``.nii.gz``, in the shape the image's
+    file stored when it was a NIfTI) or PNG for 2D slices."""
     import nibabel as nib
 
     out = Path(path)
@@ -40,7 +41,11 @@ def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
         return out
     if not (name.endswith(".nii.gz") or name.endswith(".nii")):
         raise CovidMTLError(f"{out}: masks are written as .nii.gz, .nii or .png")
-    img = nib.Nifti1Image(data.transpose(2, 1, 0), mask_affine(like))
+    xyz = data.transpose(2, 1, 0)
+    stored = like.meta.get("stored_shape")  # the file's own shape: a 2D NIfTI gets a 2D mask, (x, y, z, 1) stays 4D
+    if stored and int(np.prod(stored)) == xyz.size:
+        xyz = xyz.reshape(stored)
+    img = nib.Nifti1Image(xyz, mask_affine(like))
     img.set_qform(mask_affine(like), code=1)
     img.set_sform(mask_affine(like), code=1)
     payload = img.to_bytes()

@@ -17,10 +17,10 @@ import numpy as np
 from fastapi import HTTPException
 from lib.datastore import read_or_422
 from lib.http_errors import ModelUnavailable
-from lib.mask_output import write_result_mask
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES, Image
+from covid_mtl.io import write_mask
 from covid_mtl.predict.predictor import Predictor
 from covid_mtl.measure.summary import model_version, summarize
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -111,6 +111,6 @@ class CovidMTLInfer(InferTask):
         suffix = ".png" if image.meta.get("format") == "raster" else ".nii.gz"
         fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
         os.close(fd)
-        write_result_mask(prediction.mask, image, mask_path)
+        write_mask(prediction.mask, image, mask_path)
         result.setdefault("timings", {}).update({"read_s": round(read_s, 3), "total_s": round(time.perf_counter() - start, 3)})
         return mask_path, result
