@@ -11,11 +11,10 @@ import os
 
 from .env import prepare
 
-DEFAULT_SERVER = os.environ.get("COVID_MTL_SERVER", "http://127.0.0.1:8000")
-
 
 def main() -> None:
     prepare()  # before VTK, trame-slicer or CovidMTLLib load
+    from CovidMTLLib.client import DEFAULT_URL
     from trame.app import get_server
 
     from .app import create
@@ -24,7 +23,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("covid_mtl_web").setLevel(logging.INFO)
     server = get_server(client_type="vue3")
-    server.cli.add_argument("--covid-mtl-server", default=DEFAULT_SERVER,
+    server.cli.add_argument("--covid-mtl-server", default=os.environ.get("COVID_MTL_SERVER", DEFAULT_URL),
                             help="URL of the covid-mtl MONAI Label server (default: %(default)s)")
     server.cli.add_argument("--rca-encoder", default="png", choices=["png", "jpeg", "turbo-jpeg", "webp"],
                             help="image encoding of the views: png is lossless (default), jpeg is lighter")

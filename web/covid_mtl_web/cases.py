@@ -1,17 +1,15 @@
 """Loading a case into the logic's scene: an image of the server's datastore, or a local NIfTI file / DICOM folder.
 
-The server side goes through the logic's own client (its transport and error messages) and CovidMTLLib.scene's
-reader, the same calls CovidMTLLogic.next_case makes; local files go through trame-slicer's volume reader, which
-also assembles DICOM series (Slicer's archetype reader alone would not).
+The server side goes through the logic itself (``CovidMTLLogic.load_server_image``, what Next case uses too); local
+files go through trame-slicer's volume reader, which also assembles DICOM series (Slicer's archetype reader alone
+would not).
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from CovidMTLLib import scene as mrml
 from CovidMTLLib.client import CovidMTLLogicError
-from CovidMTLLib.logic import IMAGE_ID_ATTRIBUTE, CovidMTLLogic
+from CovidMTLLib.logic import CovidMTLLogic
 
 # 2D pictures (the sample PNG slices) are not CT volumes: Slicer loads them as colour images, which the logic
 # rightly refuses, so the case list leaves them out.
@@ -29,16 +27,6 @@ def datastore_images(logic: CovidMTLLogic) -> list[dict]:
             continue
         cases.append({"id": image_id, "labelled": "final" in (entry.get("labels") or {})})
     return cases
-
-
-def load_datastore_image(logic: CovidMTLLogic, image_id: str):
-    """Download one datastore image into the scene, remembering its id so Classify reuses it without uploading."""
-    with tempfile.TemporaryDirectory(prefix="covid_mtl_web_") as tmp:
-        path = logic.client.download_image(image_id, Path(tmp))
-        node = mrml.read_volume(logic.scene, path, image_id)
-    node.CreateDefaultDisplayNodes()
-    node.SetAttribute(IMAGE_ID_ATTRIBUTE, image_id)
-    return node
 
 
 def load_local(io_manager, path: str):

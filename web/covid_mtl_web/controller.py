@@ -99,7 +99,7 @@ class ReviewController:
         if not image_id:
             self.state.error = "Pick an image of the server's datastore first"
             return
-        node = await self.run(f"Loading {image_id}", lambda: cases.load_datastore_image(self.logic, image_id))
+        node = await self.run(f"Loading {image_id}", lambda: self.logic.load_server_image(image_id))
         self._show(node)
 
     async def load_local(self) -> None:
@@ -134,7 +134,7 @@ class ReviewController:
         self.result = result
         self.viewer.show_segmentation(result.segmentation_node, result.segment_id)
         with self.state:
-            self.state.prediction = statement(result)
+            self.state.prediction = result.statement or result.label  # the server's words: the classes trained
             # only the classes the served model was trained on (a COVID-vs-rest model reports P(covid) alone)
             self.state.probabilities = [{"name": name, "p": round(100 * result.probabilities[name], 1)}
                                         for name in CLASSES if name in result.probabilities]
@@ -197,12 +197,3 @@ class ReviewController:
                 await self.poll_training_once()
                 if not self.state.train_running:
                     return
-
-
-def statement(result: InferenceResult) -> str:
-    """The one line a reader takes in first: the predicted class and how sure the model is of it."""
-    names = {"covid": "COVID-19 pneumonia", "normal": "Normal", "other": "Other infection", "non-covid": "Not COVID-19"}
-    p = result.probabilities.get("covid" if result.label == "non-covid" else result.label)
-    sure = f" (P(COVID-19) = {p:.2f})" if result.label == "non-covid" and p is not None else (
-        f" (p = {p:.2f})" if p is not None else "")
-    return f"{names.get(result.label, result.label)}{sure}"

@@ -23,8 +23,7 @@ SEGMENTATION_ATTRIBUTE = "CovidMTL.SegmentationNodeID"
 # The case's warnings (server's named self-checks) kept on the segmentation node, so they stay with the scene.
 WARNINGS_ATTRIBUTE = "CovidMTL.Warnings"
 # Panel lines and the quantification keys whose warnings are marked next to them.
-NUMBER_KEYS = (("percent_involved", "percent_involved"), ("zone_severity_score", "zone_severity_score"),
-               ("lobe_severity_score", "lobe_severity_score"), ("lung_ml", "lung_ml"))
+NUMBER_KEYS = ("percent_involved", "zone_severity_score", "lobe_severity_score", "lung_ml")
 
 Progress = Callable[[str, int], None]  # (message, percent 0..100)
 
@@ -62,9 +61,9 @@ class InferenceResult:
         lines += [f"  p({name}) = {self.probabilities[name]:.3f}" for name in CLASSES if name in self.probabilities]
         volume = "n/a (no voxel spacing)" if self.lesion_volume_ml is None else f"{self.lesion_volume_ml:.1f} ml"
         lines.append(f"Lesion volume: {volume}")
-        for key, affected in NUMBER_KEYS:
+        for key in NUMBER_KEYS:
             if self.quantification.get(key) is not None:
-                lines.append(f"{key.replace('_', ' ').capitalize()}: {self.quantification[key]}{self.marks(affected)}")
+                lines.append(f"{key.replace('_', ' ').capitalize()}: {self.quantification[key]}{self.marks(key)}")
         if self.model_version:
             lines.append(f"Model: {self.model_version}")
         return "\n".join(lines)
@@ -251,12 +250,18 @@ class CovidMTLLogic:
         if not image_id:
             raise CovidMTLLogicError("The server has no unlabelled image left to propose")
         progress(f"Downloading {image_id}", 40)
+        node = self.load_server_image(image_id)
+        progress(f"Loaded {image_id}", 100)
+        return node
+
+    def load_server_image(self, image_id: str):
+        """Download one datastore image into the scene, remembering its id so Classify reuses it without
+        uploading."""
         with tempfile.TemporaryDirectory(prefix="covid_mtl_") as tmp:
             path = self.client.download_image(image_id, Path(tmp))
             node = mrml.read_volume(self.scene, path, image_id)
         node.CreateDefaultDisplayNodes()
         node.SetAttribute(IMAGE_ID_ATTRIBUTE, image_id)
-        progress(f"Loaded {image_id}", 100)
         return node
 
     # -- training -----------------------------------------------------------------------------------------------
