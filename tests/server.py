@@ -108,15 +108,16 @@ def copy_studies(dest: Path) -> Path:
     return dest
 
 
-QUIET_ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
-"""No scoring run at start-up: tests that do not test scoring should not wait for it or race with it."""
+def quiet_env(work: Path, **extra: str) -> dict[str, str]:
+    """Server environment for tests: no scoring run at start-up (tests that do not test scoring should not wait for
+    it or race with it), sessions kept under ``work``, then ``extra``."""
+    return {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(work / "sessions"), **extra}
 
 
 def module_server(tmp_path_factory, name: str) -> Iterator[Server]:
     """Body of a module-scoped fixture: one preloaded, quiet server on a copy of the sample studies."""
     work = tmp_path_factory.mktemp(name)
-    env = {**QUIET_ENV, "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
-    with running_server(copy_studies(work / "studies"), work, conf={"preload": "true"}, env=env) as srv:
+    with running_server(copy_studies(work / "studies"), work, conf={"preload": "true"}, env=quiet_env(work)) as srv:
         yield srv
 
 
@@ -126,7 +127,7 @@ class Site:
 
     def __init__(self, work: Path, env: dict | None = None) -> None:
         self.work, self.studies, self.app_dir = work, copy_studies(work / "studies"), copy_app(work / "app")
-        self.env = {**QUIET_ENV, "MONAI_LABEL_SESSION_PATH": str(work / "sessions"), **(env or {})}
+        self.env = quiet_env(work, **(env or {}))
         self.server: Server | None = None
         self.runs = 0
 

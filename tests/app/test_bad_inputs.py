@@ -25,7 +25,7 @@ import requests
 
 from covid_mtl.image import CLASSES, LABELS
 from tests.app.bad_corpus import FILES, SERIES_EDITS, write_corpus
-from tests.server import Server, copy_studies, running_server
+from tests.server import Server, copy_studies, quiet_env, running_server
 
 TIMEOUT = 120
 LIMIT_MB = 2
@@ -40,8 +40,7 @@ def corpus(tmp_path_factory) -> Path:
 def server(tmp_path_factory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("bad_inputs")
     studies = copy_studies(work / "studies")
-    env = {"COVID_MTL_MAX_UPLOAD_MB": str(LIMIT_MB), "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-           "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
+    env = quiet_env(work, COVID_MTL_MAX_UPLOAD_MB=str(LIMIT_MB))
     with running_server(studies, work, conf={"preload": "true"}, env=env) as srv:
         yield srv
 

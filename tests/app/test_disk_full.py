@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.server import ROOT, Server, running_server
+from tests.server import ROOT, Server, quiet_env, running_server
 
 TIMEOUT = 120
 SAMPLE = ROOT / "sample_data"
@@ -63,8 +63,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
         for name in ("covid_001.nii.gz", "covid_002.nii.gz"):
             shutil.copy(SAMPLE / name, studies / name)
         shutil.copy(SAMPLE / "labels" / "final" / "covid_001.nii.gz", studies / "labels" / "final")
-        env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
-        with running_server(studies, work, conf={"preload": "false"}, env=env) as srv:
+        with running_server(studies, work, conf={"preload": "false"}, env=quiet_env(work)) as srv:
             r = requests.put(f"{srv.url}/datastore/label/info", params={"label": "covid_001", "tag": "final"},
                              data={"info": json.dumps({"classification": "covid"})}, timeout=30)
             assert r.status_code == 200, r.text

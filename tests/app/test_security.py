@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.errors import CovidMTLError
-from tests.server import ROOT, Server, copy_studies, running_server
+from tests.server import ROOT, Server, copy_studies, quiet_env, running_server
 
 TIMEOUT = 120
 ADMIN, ANNOTATOR, USER = "monailabel-admin", "monailabel-annotator", "monailabel-user"
@@ -107,8 +107,7 @@ def realm() -> Iterator[Realm]:
 def server(realm: Realm, tmp_path_factory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("security")
     studies = copy_studies(work / "studies")
-    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": realm.uri,
-           "MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(work / "sessions")}
+    env = quiet_env(work, MONAI_LABEL_AUTH_ENABLE="true", MONAI_LABEL_AUTH_REALM_URI=realm.uri)
     with running_server(studies, work, conf={"preload": "false"}, env=env,
                         headers=bearer(realm.token(ADMIN, USER))) as srv:
         yield srv
