@@ -102,17 +102,22 @@ def test_analyze_refuses_a_missing_checkpoint(cases: Path, tmp_path: Path) -> No
     assert rc == 2 and not (tmp_path / "summary.csv").exists()
 
 
-def test_report_key_slices_follow_the_lesion() -> None:
-    from covid_mtl.measure.report import key_slices
+def test_report_key_slices_follow_the_lesion_and_show_where_the_lungs_end() -> None:
+    from covid_mtl.measure.report import N_KEY_SLICES, axial_slices, key_slices
 
     lesion = np.zeros((40, 8, 8), np.uint8)
     lesion[30:40, :4, :4] = 1
     lesion[35, :, :] = 1  # the largest lesion slice comes first
     chosen = key_slices(lesion, None)
-    assert len(chosen) == 3 and 35 in chosen and all(30 <= z < 40 for z in chosen)
+    assert len(chosen) == N_KEY_SLICES and 35 in chosen and all(30 <= z < 40 for z in chosen)
     lung = np.zeros_like(lesion)
     lung[10:30] = 1
     assert all(10 <= z < 30 for z in key_slices(np.zeros_like(lesion), lung))
+    # head first: the highest lung slice (canonical layout: high z is the head), the lesion, the lowest lung slice
+    lung[30:38] = 1
+    views = axial_slices(lesion, lung)
+    assert views[0] == (37, "highest lung slice") and views[-1] == (10, "lowest lung slice")
+    assert [role for _, role in views[1:-1]] == ["lesion"] * N_KEY_SLICES
 
 
 def test_warnings_reach_report_json_summary_and_page(cases: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -159,22 +164,22 @@ def test_non_conformant_uids_are_reported_once_per_series_not_per_file(checkpoin
     assert "1b4e28ba" in uid_warnings[0]["message"]
 
 
-def test_report_page_has_the_coronal_view_and_warning_lines(tmp_path: Path) -> None:
+def test_report_page_has_the_coronal_view_and_warning_lines(tmp_path: Path, checkpoint: Path) -> None:
     from covid_mtl.image import Image
-    from covid_mtl.measure.lungmask import lung_mask
-    from covid_mtl.measure.quantify import measure
+    from covid_mtl.measure.analysis import analyze
     from covid_mtl.measure.report import measure_lines, warning_lines, write_report
     from covid_mtl.measure.report_coronal import coronal_row
+    from covid_mtl.predict.predictor import Predictor
 
     ph = make_phantom("covid", 5, shape=SHAPE, spacing=SPACING)
     image = Image(ph.hu.astype(np.float32), SPACING, ph.affine, True, "phantom")
-    lung = lung_mask(image, lesion=ph.lesion)
-    measures = measure(image, ph.lesion, lung=lung)
+    analysis = analyze(image, Predictor.from_checkpoint(checkpoint, device="cpu"))
+    measures = analysis.result["quantification"]
     lines = measure_lines(measures)
     assert any(line.startswith("Lung volume") and "<! lung_volume_implausible" in line for line in lines)
     assert warning_lines(measures["warnings"])[0].startswith("! lung_volume_implausible:")
+    lung = analysis.lung
     y = coronal_row(lung.labels, ph.lesion, SHAPE[1])
     assert y == round(np.argwhere(lung.labels > 0)[:, 1].mean()) and lung.labels[:, y, :].any()
-    png, pdf = write_report(image, {"label": "covid", "probabilities": {"covid": 0.9}}, measures,
-                            tmp_path / "report", mask=ph.lesion, lung=lung)
+    png, pdf = write_report(analysis, tmp_path / "report")
     assert pdf.read_bytes().startswith(b"%PDF") and PILImage.open(png).size[0] > 800

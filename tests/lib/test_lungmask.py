@@ -8,7 +8,7 @@ import pytest
 
 from covid_mtl.image import Image
 from covid_mtl.io import read_image
-from covid_mtl.measure.lungmask import LEFT_LUNG, RIGHT_LUNG, lung_mask
+from covid_mtl.lungs.mask import LEFT_LUNG, RIGHT_LUNG, lung_mask
 from covid_mtl.demo.phantom import make_phantom
 
 
@@ -19,7 +19,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("kind,seed", [("normal", 0), ("covid", 1), ("other", 0), ("other", 2)])
 def test_phantom_lung_mask_matches_truth(kind: str, seed: int) -> None:
     ph = make_phantom(kind, seed)
-    lm = lung_mask(ph.hu, ph.spacing, ph.affine, lesion=ph.lesion > 0)
+    lm = lung_mask(ph.hu, ph.spacing, ph.affine)
     truth = ph.lung > 0
     assert lm.available and lm.superior_at_high_z is True
     assert _dice(lm.mask, truth) >= 0.97
@@ -30,18 +30,6 @@ def test_phantom_lung_mask_matches_truth(kind: str, seed: int) -> None:
     left_x = np.argwhere(lm.labels == LEFT_LUNG)[:, 2].mean()
     assert right_x < left_x
     assert 0.35 < lm.volume_ml(RIGHT_LUNG) / lm.volume_ml() < 0.65
-
-
-def test_consolidated_lobe_needs_the_lesion_to_count_as_lung() -> None:
-    ph = make_phantom("other", 1)  # lobar consolidation: dense, never below the air threshold
-    assert ph.pattern == "lobar"
-    truth = ph.lung > 0
-    plain = lung_mask(ph.hu, ph.spacing, ph.affine)
-    aware = lung_mask(ph.hu, ph.spacing, ph.affine, lesion=ph.lesion > 0)
-    assert _dice(plain.mask, truth) < 0.95  # the classical mask alone misses the lobe
-    assert _dice(aware.mask, truth) >= 0.97
-    assert "lesion_added" in aware.flags
-    assert (aware.mask[ph.lesion > 0]).all()
 
 
 def test_lungs_touching_at_the_anterior_junction_are_split() -> None:
@@ -148,13 +136,13 @@ def test_real_cropped_chest_splits_the_two_lungs(real_ct: Path) -> None:
 def test_large_volumes_use_the_coarse_grid_and_keep_the_volume() -> None:
     """The speed path (every 2nd pixel in-plane) agrees with the phantom's true lung."""
     from covid_mtl.image import Image
-    from covid_mtl.measure.lungmask import FULL_RES_MAX_VOXELS
+    from covid_mtl.lungs.mask import FULL_RES_MAX_VOXELS
     from covid_mtl.demo.phantom import make_phantom
 
     phantom = make_phantom("covid", seed=5, shape=(136, 512, 512), spacing=(2.5, 0.7, 0.7))
     assert phantom.hu.size > FULL_RES_MAX_VOXELS
     image = Image(phantom.hu.astype(np.float32), (2.5, 0.7, 0.7), phantom.affine, True, "phantom")
-    lm = lung_mask(image, lesion=phantom.lesion)
+    lm = lung_mask(image)
     assert "computed_at_1/2_in_plane" in lm.flags
     truth = phantom.lung > 0
     found = lm.labels > 0

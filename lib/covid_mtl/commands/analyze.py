@@ -110,26 +110,24 @@ def find_cases(inputs: list[str]) -> tuple[list[Case], list[str]]:
 
 def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: bool = True) -> dict[str, Any]:
     """Run one case end to end and write its outputs; returns the report dict (also saved as report.json)."""
-    from ..measure.dicom_seg import write_dicom_seg
     from ..io import read_image, write_mask
     from ..io.dicom_warnings import recorded
-    from ..measure.lungmask import lung_mask
-    from ..measure.summary import summarize
+    from ..measure.analysis import analyze
+    from ..measure.dicom_seg import write_dicom_seg
     from ..measure.report import write_report
 
     start = time.perf_counter()
     image = read_image(case.path)
-    prediction = predictor.predict(image)
+    analysis = analyze(image, predictor)
+    result = analysis.result
+    mask = analysis.mask()
     case_dir = out_dir / case.case_id
     case_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
-    lung = lung_mask(image, lesion=prediction.mask)
-    result = summarize(prediction, image, predictor, lung=lung)
-    measures = result["quantification"]
-    if prediction.mask is not None:
-        outputs["mask"] = str(write_mask(prediction.mask, image, case_dir / "mask.nii.gz"))
+    if mask is not None:
+        outputs["mask"] = str(write_mask(mask, image, case_dir / "mask.nii.gz"))
         if not image.is_hu and image.is_2d:
-            outputs["mask_png"] = str(write_mask(prediction.mask, image, case_dir / "mask.png"))
+            outputs["mask_png"] = str(write_mask(mask, image, case_dir / "mask.png"))
     report: dict[str, Any] = {
         "case": case.case_id,
         "input": str(case.path),
@@ -140,16 +138,12 @@ def analyze_case(case: Case, predictor, version: str, out_dir: Path, dicom_seg: 
         **result,
         "outputs": outputs,
     }
-    pred_view = {"label": prediction.label, "probabilities": prediction.probabilities, "model_version": version,
-                 "statement": prediction.statement}
-    png, pdf = write_report(image, pred_view, measures, case_dir / "report", mask=prediction.mask, lung=lung,
-                            title=f"covid-mtl report: {case.case_id}", warnings=result["warnings"])
+    png, pdf = write_report(analysis, case_dir / "report", version, title=f"covid-mtl report: {case.case_id}")
     outputs.update(report_png=str(png), report_pdf=str(pdf))
-    if dicom_seg and image.meta.get("format") == "dicom" and prediction.mask is not None:
+    if dicom_seg and image.meta.get("format") == "dicom" and mask is not None:
         try:
             with recorded():  # the reader already reported pydicom's per-file warnings once, in "warnings"
-                outputs["dicom_seg"] = str(write_dicom_seg(prediction.mask, image, case_dir / "seg.dcm",
-                                                           model_version=version))
+                outputs["dicom_seg"] = str(write_dicom_seg(mask, image, case_dir / "seg.dcm", model_version=version))
         except CovidMTLError as exc:  # the SEG is an extra; its absence must not lose the rest of the case
             report["dicom_seg_error"] = str(exc)
     report["seconds"] = round(time.perf_counter() - start, 3)

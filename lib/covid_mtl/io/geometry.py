@@ -12,7 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from typing import TYPE_CHECKING
+
 from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+if TYPE_CHECKING:
+    from ..image import Image
 
 CANONICAL = ("L", "P", "S")
 """Axis codes of the canonical (x, y, z) array: x -> patient left, y -> posterior, z -> superior."""
@@ -71,3 +76,22 @@ def reorient(array_zyx: np.ndarray, affine: np.ndarray | None,
     source_of_z = int(np.flatnonzero(forward[:, 0] == 2)[0])
     return Reoriented(array, new_spacing, input_codes, "".join(CANONICAL), resliced=source_of_z != 2,
                       to_canonical=forward, to_input=ornt_transform(target, current))
+
+
+def canonical(image: "Image") -> tuple["Image", Reoriented]:
+    """``image`` in the canonical layout (same voxels, reordered; its affine follows) and the way back.
+
+    Everything after reading works on this image: the lung mask, the network, the measures and the report views,
+    so sides and zones never depend on how the file stored the scan; outputs go back once through
+    ``Reoriented.back``. An image already canonical (or without an affine) comes back as it is."""
+    from dataclasses import replace
+
+    from nibabel.orientations import inv_ornt_aff
+
+    oriented = reorient(image.array, image.affine, image.spacing)
+    if oriented.to_canonical is None:
+        return image, oriented
+    shape_xyz = image.array.shape[::-1]
+    affine = np.asarray(image.affine, float) @ inv_ornt_aff(oriented.to_canonical, shape_xyz)
+    return replace(image, array=np.ascontiguousarray(oriented.array), spacing=oriented.spacing,
+                   affine=affine, meta=dict(image.meta)), oriented

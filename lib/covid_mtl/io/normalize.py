@@ -18,11 +18,13 @@ LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
 """HU mapped to 0 and 1 (W 1500 / L -600); the only lung window of the project (reports, exports, the model)."""
 
 
-def normalize_array(array: np.ndarray, is_hu: bool, bit_depth: int | None = None) -> np.ndarray:
-    """Scale ``array`` to float32 in [0, 1] by the rule above."""
+def normalize_array(array: np.ndarray, is_hu: bool, bit_depth: int | None = None,
+                    window: tuple[float, float] = LUNG_WINDOW) -> np.ndarray:
+    """Scale ``array`` to float32 in [0, 1] by the rule above (``window``: the HU mapped to 0 and 1; a model's
+    own is recorded in its checkpoint, ``covid_mtl.nets.preprocessing``)."""
     a = np.asarray(array, dtype=np.float32)
     if is_hu:
-        low, high = LUNG_WINDOW
+        low, high = window
         return np.clip((a - low) / (high - low), 0.0, 1.0, dtype=np.float32)
     if bit_depth:
         return np.clip(a / float(2**bit_depth - 1), 0.0, 1.0, dtype=np.float32)

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import CovidMTLError
 from ..image import Image
 from .checks import lung_checks
-from .lungmask import LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, LungMask, lung_mask
+from ..lungs.mask import LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, LungMask
 
 SeverityBins = Sequence[tuple[float, bool]]
 
@@ -146,6 +146,7 @@ def quantify(
     bins: SeverityBins = DEFAULT_BINS,
     lobe_labels: dict[int, str] = TOTALSEGMENTATOR_LOBES,
     hu: np.ndarray | None = None,
+    dropped_voxels: int | None = None,
 ) -> dict[str, Any]:
     """JSON-safe measures of a (z, y, x) lesion mask; see the module docstring for scores and edges.
 
@@ -153,7 +154,9 @@ def quantify(
     None (PNG slice): volumes are None and only voxel counts and fractions are given. ``lobes``: a lobe
     labelmap on the same grid with ``lobe_labels`` values (TotalSegmentator v2 by default). ``warnings``: the
     self-checks of :mod:`covid_mtl.measure.checks` (``hu``, the CT in HU on the same grid, adds the check of
-    dense voxels in the lung mask).
+    dense voxels in the lung mask). ``dropped_voxels``: the predicted lesion voxels left out because they lie
+    outside the lungs (``covid_mtl.lungs.confine``); given, they are ``lesion_outside_lung_*`` and the kept voxels
+    outside the lung mask (its margin) are ``lesion_in_margin_*``; otherwise the lesion outside the lung mask is.
     """
     lesion = np.asarray(lesion_mask) > 0
     if lesion.ndim == 2:
@@ -177,6 +180,7 @@ def quantify(
         "percent_involved": None,
         "lesion_outside_lung_voxels": None,
         "lesion_outside_lung_ml": None,
+        "lesion_in_margin_ml": None,
         "lungs": None,
         "zones": None,
         "zone_severity_score": None,
@@ -194,7 +198,7 @@ def quantify(
         labels = lung.labels
         if labels.shape != lesion.shape:
             raise CovidMTLError(f"lung mask shape {labels.shape} differs from the lesion mask's {lesion.shape}")
-        _lung_measures(out, lesion, lung, voxel_ml, bins, flags)
+        _lung_measures(out, lesion, lung, voxel_ml, bins, flags, dropped_voxels)
         out["warnings"] = lung_checks(labels, lesion, voxel_ml, out["lungs"]["right"]["lung_voxels"],
                                      out["lungs"]["left"]["lung_voxels"], out["lesion_outside_lung_voxels"], hu)
     if lobes is not None:
@@ -202,10 +206,13 @@ def quantify(
     return out
 
 
-def _lung_measures(out, lesion, lung: LungMask, voxel_ml, bins, flags) -> None:
+def _lung_measures(out, lesion, lung: LungMask, voxel_ml, bins, flags, dropped: int | None) -> None:
     labels = lung.labels
     whole = _region(lesion, labels > 0, voxel_ml, bins)
-    outside = int((lesion & (labels == 0)).sum())
+    beyond = int((lesion & (labels == 0)).sum())
+    outside = beyond if dropped is None else int(dropped)
+    if dropped is not None:
+        out["lesion_in_margin_ml"] = _ml(beyond, voxel_ml)
     out.update(
         lung_available=True,
         lung_ml=whole["lung_ml"],
@@ -230,23 +237,3 @@ def _lung_measures(out, lesion, lung: LungMask, voxel_ml, bins, flags) -> None:
         flags.append("zones_empty:" + ",".join(empty))
     out["zones"] = zones
     out["zone_severity_score"] = int(sum(r["points"] for r in zones.values()))
-
-
-def measure(
-    image: Image,
-    lesion_mask: np.ndarray,
-    lung: LungMask | None = None,
-    lobes: np.ndarray | None = None,
-    bins: SeverityBins = DEFAULT_BINS,
-) -> dict[str, Any]:
-    """One call for the app and the CLI: lung mask (lesion-aware, unless ``lung`` is given) + :func:`quantify`.
-
-    The result is quantify's dict (with every self-check, the HU one included) plus ``lung_mask``
-    (:meth:`LungMask.summary`).
-    """
-    if lung is None:
-        lung = lung_mask(image, lesion=np.asarray(lesion_mask) > 0)
-    hu = image.array if image.is_hu else None
-    result = quantify(lesion_mask, lung, image.spacing, lobes=lobes, bins=bins, hu=hu)
-    result["lung_mask"] = lung.summary()
-    return result

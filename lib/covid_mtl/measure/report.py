@@ -1,28 +1,34 @@
-"""One-page case report (PNG and PDF): class and probabilities, key slices with the lesion overlay, a coronal
-view of lung mask and lesions (a leak below the diaphragm shows at a glance), measures with their warnings.
+"""One-page case report (PNG and PDF): class and probabilities, axial slices with the lung outline and the lesion
+overlay (the highest lung slice, the slices with the most lesion, the lowest lung slice: where the lungs end is
+visible, so a mask that stops early or runs into the neck or abdomen shows), a coronal view of lung mask and
+lesions, the measures with their warnings.
 
 Built on ``matplotlib.figure.Figure`` (Agg canvas), never pyplot, so a long-running server leaks no figures.
-Slices are shown as radiologists read them: patient's right on the viewer's left, anterior up (taken from
-the RAS affine; without one the DICOM layout is assumed).
+Everything is drawn from the analysis's canonical layout (``covid_mtl.io.geometry``: x towards the patient's
+left, y towards the back, z towards the head), which is how radiologists read axial slices (patient's right on
+the viewer's left, anterior up) whatever layout the file stored; images without an affine are shown as stored.
 """
 from __future__ import annotations
 
 import os
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..image import Image
 from ..io.normalize import LUNG_WINDOW
-from .lungmask import LungMask
+
+if TYPE_CHECKING:
+    from .analysis import Analysis
 
 LESION_RGBA = (1.0, 0.1, 0.1, 0.45)
 LUNG_COLOUR = "cyan"
-N_KEY_SLICES = 3
-SLOT = 0.9 / (N_KEY_SLICES + 1)  # page width of one image: the key slices, then the coronal view
+N_KEY_SLICES = 2
+N_AXIAL = N_KEY_SLICES + 2  # the highest lung slice, the key slices, the lowest lung slice
+SLOT = 0.9 / (N_AXIAL + 1)  # page width of one image: the axial slices, then the coronal view
 DISCLAIMER = "Research software, not a medical device: every finding must be confirmed by a radiologist."
 
 
@@ -47,17 +53,6 @@ def key_slices(lesion: np.ndarray | None, lung: np.ndarray | None, n: int = N_KE
     zs = np.flatnonzero(lung.reshape(depth, -1).any(axis=1)) if lung is not None and lung.any() else np.arange(depth)
     picks = np.quantile(zs, np.linspace(0.25, 0.75, n)).round().astype(int)
     return sorted(set(int(z) for z in picks))
-
-
-def _display(slice_yx: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
-    """Flip a (y, x) slice so patient right is on the left and anterior is up."""
-    a = np.eye(4) if affine is None else np.asarray(affine)
-    out = slice_yx
-    if affine is not None and a[0, 0] > 0:  # x index grows towards patient right: mirror to put right on the left
-        out = out[:, ::-1]
-    if affine is not None and a[1, 1] > 0:  # y index grows towards anterior: flip so anterior is up
-        out = out[::-1, :]
-    return out
 
 
 def display_range(image: Image) -> tuple[float, float]:
@@ -118,29 +113,41 @@ def warning_lines(warnings: list[Mapping[str, Any]] | None, width: int = 110) ->
     return lines
 
 
-def write_report(
-    image: Image,
-    prediction: Mapping[str, Any],
-    measures: Mapping[str, Any] | None,
-    out_stem: str | os.PathLike,
-    mask: np.ndarray | None = None,
-    lung: LungMask | None = None,
-    title: str | None = None,
-    warnings: list[Mapping[str, Any]] | None = None,
-) -> list[Path]:
-    """Write ``<out_stem>.png`` and ``<out_stem>.pdf``; returns both paths.
+def lung_ends(lung: np.ndarray | None) -> list[int]:
+    """The highest and the lowest slice holding lung (canonical layout: high z is the head), or []."""
+    if lung is None or not np.any(lung):
+        return []
+    zs = np.flatnonzero(np.asarray(lung).reshape(lung.shape[0], -1).any(axis=1))
+    return [int(zs[-1]), int(zs[0])] if zs[-1] != zs[0] else [int(zs[0])]
 
-    ``prediction``: ``label``, ``probabilities`` ({class: p}; only the trained classes) and optionally
-    ``statement`` and ``model_version``.
-    ``measures``: the dict of :func:`covid_mtl.measure.quantify.quantify` (None skips the measures block).
-    ``warnings``: every named warning of the case (default: ``measures["warnings"]``), listed under the measures.
-    """
+
+def axial_slices(lesion: np.ndarray | None, lung: np.ndarray | None) -> list[tuple[int, str]]:
+    """``(z, role)`` of the axial views, head first: the highest lung slice, the key lesion slices, the lowest."""
+    ends = lung_ends(lung)
+    keys = [z for z in key_slices(lesion, lung) if z not in ends]
+    chosen = [(ends[0], "highest lung slice")] if ends else []
+    chosen += [(z, "lesion" if lesion is not None and np.any(lesion[z]) else "lung") for z in sorted(keys, reverse=True)]
+    if len(ends) == 2:
+        chosen.append((ends[1], "lowest lung slice"))
+    return chosen[:N_AXIAL]
+
+
+def write_report(analysis: "Analysis", out_stem: str | os.PathLike, model_version: str | None = None,
+                 title: str | None = None) -> list[Path]:
+    """Write ``<out_stem>.png`` and ``<out_stem>.pdf`` of one analysis (``covid_mtl.measure.analysis``); returns
+    both paths. Every view is drawn from the analysis's canonical layout."""
+    image, lung, mask = analysis.canonical, analysis.lung, analysis.lesion
+    result = analysis.result
+    measures = result.get("quantification")
+    warnings = result.get("warnings")
+    prediction = {"label": result.get("label"), "probabilities": result.get("probabilities"),
+                  "statement": result.get("statement"), "model_version": model_version or result.get("model_version")}
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(8.27, 11.69), dpi=110)  # A4 portrait
     fig.text(0.05, 0.965, title or f"covid-mtl report: {Path(image.source).name}", fontsize=15, weight="bold")
     fig.text(0.05, 0.945, f"source: {image.source}", fontsize=7, color="dimgray")
-    fig.text(0.05, 0.93, f"model: {prediction.get('model_version', 'unknown')}", fontsize=7, color="dimgray")
+    fig.text(0.05, 0.93, f"model: {prediction.get('model_version') or 'unknown'}", fontsize=7, color="dimgray")
     fig.text(0.05, 0.02, DISCLAIMER, fontsize=7, color="dimgray")
     _classification(fig, prediction)
     lung_labels = lung.labels if lung is not None and lung.available else None
@@ -148,10 +155,7 @@ def write_report(
     if image.array.shape[0] > 2:
         from .report_coronal import coronal_view
 
-        coronal_view(fig, (0.05 + 3 * SLOT, 0.52, SLOT - 0.01, 0.3), image, mask, lung_labels,
-                     lung.superior_at_high_z if lung is not None else None)
-    if warnings is None and measures is not None:
-        warnings = measures.get("warnings")
+        coronal_view(fig, (0.05 + N_AXIAL * SLOT, 0.52, SLOT - 0.01, 0.3), image, mask, lung_labels)
     text = measure_lines(measures) if measures is not None else []
     if warnings:
         text += ["", "Warnings (check before reading the numbers marked <! ...>):"] + warning_lines(warnings)
@@ -159,7 +163,7 @@ def write_report(
         fig.text(0.05, 0.49, "Measures", fontsize=12, weight="bold")
         fig.text(0.05, 0.475, "\n".join(text), fontsize=8 if len(text) <= 18 else 7, va="top", family="monospace")
     if lung_labels is not None and mask is not None and lung_labels.shape[0] > 2:
-        _profile(fig, mask, lung_labels, lung.superior_at_high_z if lung is not None else None)
+        _profile(fig, mask, lung_labels)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
     fig.savefig(png, format="png")
     fig.savefig(pdf, format="pdf")
@@ -188,34 +192,32 @@ def _classification(fig: Figure, prediction: Mapping[str, Any]) -> None:
 
 
 def _slices(fig: Figure, image: Image, mask: np.ndarray | None, lung: np.ndarray | None) -> None:
-    zs = key_slices(mask, lung)
+    views = axial_slices(mask, lung) if image.array.shape[0] > 1 else [(0, "slice")]
     dy, dx = (image.spacing[1], image.spacing[2]) if image.spacing is not None else (1.0, 1.0)
     width = SLOT  # fixed slots, so one slice is not blown up over the header
-    left = 0.05 + (N_KEY_SLICES - len(zs)) * width / 2
-    for i, z in enumerate(zs):
+    left = 0.05 + (N_AXIAL - len(views)) * width / 2
+    vmin, vmax = display_range(image)
+    for i, (z, role) in enumerate(views):
         ax = fig.add_axes((left + i * width, 0.52, width - 0.01, 0.3))
-        vmin, vmax = display_range(image)
-        ax.imshow(_display(image.array[z], image.affine), cmap="gray", vmin=vmin, vmax=vmax, aspect=dy / dx,
-                  interpolation="nearest")
+        ax.imshow(image.array[z], cmap="gray", vmin=vmin, vmax=vmax, aspect=dy / dx, interpolation="nearest")
         if lung is not None and lung[z].any():
-            ax.contour(_display(lung[z] > 0, image.affine).astype(float), levels=[0.5], colors=LUNG_COLOUR,
-                       linewidths=0.6)
+            ax.contour((lung[z] > 0).astype(float), levels=[0.5], colors=LUNG_COLOUR, linewidths=0.6)
         if mask is not None and mask[z].any():
             overlay = np.zeros(mask[z].shape + (4,), float)
             overlay[mask[z] > 0] = LESION_RGBA
-            ax.imshow(_display(overlay, image.affine), aspect=dy / dx, interpolation="nearest")
+            ax.imshow(overlay, aspect=dy / dx, interpolation="nearest")
         area = int((mask[z] > 0).sum()) if mask is not None else 0
-        ax.set_title(f"slice {z + 1}/{image.array.shape[0]}  lesion {area} px", fontsize=8)
+        ax.set_title(f"{role}\nslice {z + 1}/{image.array.shape[0]}, lesion {area} px", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         if image.affine is not None:  # sides are only known with an affine
             ax.text(0.02, 0.02, "R", transform=ax.transAxes, color="yellow", fontsize=8)
-            ax.text(0.95, 0.02, "L", transform=ax.transAxes, color="yellow", fontsize=8)
+            ax.text(0.90, 0.02, "L", transform=ax.transAxes, color="yellow", fontsize=8)
 
 
-def _profile(fig: Figure, mask: np.ndarray, lung: np.ndarray, superior_at_high_z: bool | None) -> None:
+def _profile(fig: Figure, mask: np.ndarray, lung: np.ndarray) -> None:
     """Percent of each lung's slice area that is lesion, from base to apex: where the disease sits."""
-    from .lungmask import LEFT_LUNG, RIGHT_LUNG
+    from ..lungs.shape import LEFT_LUNG, RIGHT_LUNG
 
     ax = fig.add_axes((0.1, 0.07, 0.83, 0.17))
     lesion = mask > 0
@@ -225,8 +227,7 @@ def _profile(fig: Figure, mask: np.ndarray, lung: np.ndarray, superior_at_high_z
         hit = (lesion & (lung == side)).reshape(len(z), -1).sum(axis=1)
         percent = np.where(area > 0, 100.0 * hit / np.maximum(area, 1), np.nan)
         ax.plot(z + 1, percent, color=colour, label=name)
-    ax.set_xlabel("slice" + ("  (head ->)" if superior_at_high_z else "  (<- head)" if superior_at_high_z is False else ""),
-                  fontsize=8)
+    ax.set_xlabel("slice  (head ->)", fontsize=8)
     ax.set_ylabel("% of slice's lung", fontsize=8)
     ax.set_ylim(0, 100)
     ax.tick_params(labelsize=7)

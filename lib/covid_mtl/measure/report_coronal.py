@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..image import Image
-from .lung_shape import LEFT_LUNG, RIGHT_LUNG
+from ..lungs.shape import LEFT_LUNG, RIGHT_LUNG
 from .report import LESION_RGBA, display_range
 
 
@@ -23,36 +23,31 @@ def coronal_row(lung: np.ndarray | None, mask: np.ndarray | None, depth_y: int) 
     return depth_y // 2
 
 
-def _orient(plane_zx: np.ndarray, affine: np.ndarray | None, superior_at_high_z: bool | None) -> np.ndarray:
-    """(z, x) plane -> display rows top = head, columns left = patient's right."""
-    out = plane_zx
-    if affine is not None and np.asarray(affine)[0, 0] > 0:  # x index towards patient's right: mirror
-        out = out[:, ::-1]
-    if superior_at_high_z is not False:  # head at high z (the usual case, and the guess when unknown): flip
-        out = out[::-1, :]
-    return out
+def _head_up(plane_zx: np.ndarray) -> np.ndarray:
+    """(z, x) plane of the canonical layout (z towards the head, x towards the patient's left) -> display rows
+    top = head, columns left = patient's right."""
+    return plane_zx[::-1, :]
 
 
 def coronal_view(fig: Figure, rect: tuple[float, float, float, float], image: Image, mask: np.ndarray | None,
-                 lung: np.ndarray | None, superior_at_high_z: bool | None) -> None:
-    """Draw the coronal slice into ``rect`` (figure fractions: left, bottom, width, height)."""
+                 lung: np.ndarray | None) -> None:
+    """Draw the coronal slice of a canonical-layout ``image`` into ``rect`` (figure fractions: left, bottom,
+    width, height)."""
     y = coronal_row(lung, mask, image.array.shape[1])
     dz, dx = (image.spacing[0], image.spacing[2]) if image.spacing is not None else (1.0, 1.0)
-    if superior_at_high_z is None and image.affine is not None:
-        superior_at_high_z = bool(np.asarray(image.affine)[2, 2] > 0)
     vmin, vmax = display_range(image)
     ax = fig.add_axes(rect)
-    ax.imshow(_orient(image.array[:, y, :], image.affine, superior_at_high_z), cmap="gray", vmin=vmin, vmax=vmax,
-              aspect=dz / dx, interpolation="nearest")
+    ax.imshow(_head_up(image.array[:, y, :]), cmap="gray", vmin=vmin, vmax=vmax, aspect=dz / dx,
+              interpolation="nearest")
     if lung is not None and lung[:, y, :].any():
         for label, colour in ((RIGHT_LUNG, "cyan"), (LEFT_LUNG, "yellow")):
-            plane = _orient(lung[:, y, :] == label, image.affine, superior_at_high_z)
+            plane = _head_up(lung[:, y, :] == label)
             if plane.any():
                 ax.contour(plane.astype(float), levels=[0.5], colors=colour, linewidths=0.6)
     if mask is not None and mask[:, y, :].any():
         overlay = np.zeros(mask[:, y, :].shape + (4,), float)
         overlay[mask[:, y, :] > 0] = LESION_RGBA
-        ax.imshow(_orient(overlay, image.affine, superior_at_high_z), aspect=dz / dx, interpolation="nearest")
+        ax.imshow(_head_up(overlay), aspect=dz / dx, interpolation="nearest")
     ax.set_title(f"coronal, row {y + 1}/{image.array.shape[1]} (head up)", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])

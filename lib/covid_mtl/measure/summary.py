@@ -12,9 +12,8 @@ from typing import Any
 
 from ..image import Image
 from .checks import warning
-from .lungmask import LungMask
 from ..predict.predictor import Prediction, Predictor
-from .quantify import lesion_ml as lesion_volume_ml, measure
+from .quantify import lesion_ml as lesion_volume_ml
 
 
 def model_version(predictor: Predictor) -> str:
@@ -31,24 +30,22 @@ def model_version(predictor: Predictor) -> str:
     return predictor.info["version"]
 
 
-def summarize(prediction: Prediction, image: Image, predictor: Predictor, lung: LungMask | None = None,
-              quantification: bool = True) -> dict[str, Any]:
-    """The one summary of a prediction (JSON-safe): class and the model's statement (only the classes it was
-    trained on, ``decision``), probabilities, geometry, lesion volume, measures, uncertainty, model, warnings.
+def summarize(prediction: Prediction, image: Image, predictor: Predictor,
+              measures: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one summary of an analysis (JSON-safe; ``covid_mtl.measure.analysis`` builds it): class and the model's
+    statement (only the classes it was trained on, ``decision``), probabilities, geometry, lesion volume, measures,
+    uncertainty, model, warnings.
 
-    ``lung``: a lung mask already computed (the CLI report draws it too); computed here otherwise.
-    ``lesion_volume_ml`` is quantify's ``lesion_ml`` (quantify owns every measure). ``warnings``: every named
-    warning of the case, those of reading the image (``image.meta["warnings"]``) then the measures' self-checks.
+    ``measures``: quantify's dict of the kept lesion; ``lesion_volume_ml`` is its ``lesion_ml`` (quantify owns every
+    measure; without measures, the volume of the prediction's mask). ``warnings``: every named warning of the case,
+    those of reading the image (``image.meta["warnings"]``) then the measures' self-checks.
     """
     start = time.perf_counter()
-    measures: dict[str, Any] | None = None
     lesion_ml = None
-    if prediction.mask is not None:
-        if quantification:
-            measures = measure(image, prediction.mask, lung=lung)
-            lesion_ml = measures["lesion_ml"]
-        else:
-            lesion_ml = lesion_volume_ml(prediction.mask, image.spacing)
+    if measures is not None:
+        lesion_ml = measures["lesion_ml"]
+    elif prediction.mask is not None:
+        lesion_ml = lesion_volume_ml(prediction.mask, image.spacing)
     warnings = [dict(w) for w in image.meta.get("warnings", [])] + list((measures or {}).get("warnings", []))
     if prediction.geometry.get("warning"):
         warnings.append(warning("resliced", prediction.geometry["warning"],

@@ -35,11 +35,10 @@ import torch.nn.functional as F
 from ..device import resolve_device
 from ..errors import CovidMTLError
 from ..image import CLASSES, Image
-from ..io.crop import image_box
-from ..io.geometry import reorient
-from ..io.normalize import normalize_array
-from ..io.slices import LUNG_HU_RANGE, LUNG_MIN_FRACTION, lung_slices, resize_slices
+from ..io.geometry import canonical
+from ..lungs.mask import LungMask, lung_mask
 from ..nets.checkpoint import load_model
+from ..nets.preprocessing import Preprocessing
 from ..nets.network import probabilities
 from .aggregate import TOP_FRACTION, aggregate
 from .decision import Decision
@@ -79,11 +78,16 @@ class Prediction:
     model: dict[str, Any] = field(default_factory=dict)
     decision: Decision = field(default_factory=Decision)
     geometry: dict[str, Any] = field(default_factory=dict)
+    lung: LungMask | None = None
+    involved_percent: float | None = None
 
     @property
     def statement(self) -> str | None:
-        """What the model says, in words, with only the classes it was trained on."""
-        return self.decision.statement(self.probabilities) if self.probabilities is not None else None
+        """What the model says, in words, with only the classes it was trained on (and the volume rule's reason
+        when the lungs hold too little lesion for the classifier's COVID-19)."""
+        if self.probabilities is None:
+            return None
+        return self.decision.statement(self.probabilities, self.involved_percent)
 
     @property
     def cls_entropy(self) -> float | None:
@@ -107,7 +111,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", batch_size: int = 16,
                  skip_non_lung: bool = True, top_fraction: float = TOP_FRACTION, info: dict[str, Any] | None = None,
-                 decision: Decision | None = None):
+                 decision: Decision | None = None, preprocessing: Preprocessing | None = None):
         self.device = resolve_device(device)
         # channels-last convolutions measured ~30 % faster on CPU (oneDNN); the model is converted in place
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
@@ -119,6 +123,7 @@ class Predictor:
         self.skip_non_lung = skip_non_lung
         self.top_fraction = top_fraction
         self.decision = decision or Decision()
+        self.preprocessing = preprocessing or Preprocessing(size=self.config.image_size)
         self.info = {"config": self.config.name, "tasks": list(model.tasks), "image_size": self.config.image_size,
                      **(info or {})}
 
@@ -128,24 +133,31 @@ class Predictor:
         info = {"checkpoint": str(path), "saved_at": checkpoint.meta.get("saved_at"),
                 "versions": checkpoint.versions}
         kwargs.setdefault("decision", Decision.from_meta(checkpoint.meta))
+        kwargs.setdefault("preprocessing", Preprocessing.from_meta(checkpoint.meta, checkpoint.config.image_size))
         return cls(model, device=device, info=info, **kwargs)
 
     @torch.inference_mode()
-    def predict(self, image: Image) -> Prediction:
-        """Mask on ``image``'s grid, volume and slice probabilities, aggregation details, timings."""
+    def predict(self, image: Image, lung: LungMask | None = None) -> Prediction:
+        """Mask on ``image``'s grid, volume and slice probabilities, aggregation details, timings.
+
+        ``lung``: the lung mask of ``image`` in the canonical layout (``covid_mtl.io.geometry.canonical``), when
+        the caller has it already; a HU volume without one gets it computed here (the slices and box the network
+        sees come from it, ``covid_mtl.nets.preprocessing``)."""
         t_start = time.perf_counter()
         if image.array.ndim != 3 or min(image.array.shape) < 1:
             raise CovidMTLError(f"{image.source}: expected a (z, y, x) image, got shape {image.array.shape}")
-        oriented = reorient(image.array, image.affine, image.spacing)
-        array = oriented.array
+        canon, oriented = canonical(image)
+        array = canon.array
         nz, ny, nx = array.shape
-        lung = lung_slices(array, image.is_hu)
-        run = lung if (self.skip_non_lung and lung.any()) else np.ones(nz, dtype=bool)
-        y0, y1, x0, x1 = image_box(array, image.is_hu, image.bit_depth, lung)
-        # HU windowing and bit-depth scaling are per voxel, so they run per batch on the slices that run; only
-        # min-max scaling (neither HU nor a bit depth) needs the whole volume first.
-        per_voxel = image.is_hu or bool(image.bit_depth)
-        whole = None if per_voxel else normalize_array(array, False, None)
+        if lung is None and image.is_hu and nz > 1:
+            lung = lung_mask(canon)
+        labels = lung.labels if lung is not None and lung.available else None
+        if labels is not None and labels.shape != array.shape:
+            raise CovidMTLError(f"{image.source}: lung mask shape {labels.shape} differs from the canonical image's "
+                                f"{array.shape}")
+        plan = self.preprocessing.plan(canon, array, labels)
+        run = plan.run if self.skip_non_lung else np.ones(nz, dtype=bool)
+        y0, y1, x0, x1 = plan.box
         t_prepared = time.perf_counter()
 
         want_seg, want_cls = "seg" in self.heads, "cls" in self.heads
@@ -157,10 +169,8 @@ class Predictor:
         z_run = np.flatnonzero(run)
         for start in range(0, z_run.size, self.batch_size):
             zs = z_run[start:start + self.batch_size]
-            scaled = (normalize_array(array[zs, y0:y1, x0:x1], image.is_hu, image.bit_depth) if per_voxel
-                      else whole[zs, y0:y1, x0:x1])
-            batch = torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
-            x = resize_slices(batch, size, "bilinear")[:, None].contiguous(memory_format=torch.channels_last)
+            x = self.preprocessing.pixels(canon, array, zs, plan.box).to(self.device)
+            x = x[:, None].contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16) if amp else torch.autocast("cpu", enabled=False):
                 probs = probabilities(self.model(x, heads=self.heads))
             if want_seg:
@@ -175,12 +185,13 @@ class Predictor:
         t_network = time.perf_counter()
 
         probabilities_, label, details = None, None, {"rule": "none (model has no classifier)"}
-        if want_cls:
-            result = aggregate(slice_probs, lung, self.top_fraction)
+        if want_cls and z_run.size:
+            result = aggregate(slice_probs, run, self.top_fraction)
             probabilities_, label = self.decision.decide(result.probabilities)
             details = result.details
-        details["lung_test"] = (f"fraction of pixels in {list(LUNG_HU_RANGE)} HU >= {LUNG_MIN_FRACTION}"
-                                if image.is_hu else "all slices (image not in HU)")
+        elif want_cls:
+            details = {"rule": "none (no slice holds lung: nothing to classify)"}
+        details["slice_rule"] = plan.rule
         details["slices_run"] = int(z_run.size)
         geometry = {"orientation": oriented.codes, "input_orientation": oriented.input_codes,
                     "resliced": oriented.resliced, "lung_box_yx": [int(y0), int(y1), int(x0), int(x1)],
@@ -200,7 +211,7 @@ class Predictor:
         }
         return Prediction(
             mask=mask, probabilities=probabilities_, label=label, slice_probabilities=slice_probs,
-            lung_slices=lung, aggregation=details, lesion_voxels=int(mask.sum()) if mask is not None else 0,
+            lung_slices=run, aggregation=details, lesion_voxels=int(mask.sum()) if mask is not None else 0,
             seg_entropy=entropy_sum / entropy_count if entropy_count else None, timings=timings,
-            model=dict(self.info), decision=self.decision, geometry=geometry,
+            model=dict(self.info), decision=self.decision, geometry=geometry, lung=lung,
         )

@@ -1,7 +1,7 @@
 """Infer task ``covid_mtl``: one call returns the lesion mask on the input grid and the classification JSON.
 
-A thin adapter over :class:`covid_mtl.predict.predictor.Predictor` (the one predicting path): read the image with
-``covid_mtl.io.read_image``, predict, quantify, write the mask. The model file is re-checked on every call so a
+A thin adapter over :func:`covid_mtl.measure.analysis.analyze` (the one analysis path, which ``covid-mtl analyze``
+calls too): read the image with ``covid_mtl.io.read_image``, analyse, write the mask. The model file is re-checked on every call so a
 model published by training is served from the next request on, without a restart.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES, Image
 from covid_mtl.io import write_mask
 from covid_mtl.predict.predictor import Predictor
-from covid_mtl.measure.summary import model_version, summarize
+from covid_mtl.measure.analysis import analyze
+from covid_mtl.measure.summary import model_version
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 logger = logging.getLogger(__name__)
@@ -105,12 +106,11 @@ class CovidMTLInfer(InferTask):
         start = time.perf_counter()
         image = self.read(request)
         read_s = time.perf_counter() - start
-        predictor = self.predictor()
-        prediction = predictor.predict(image)
-        result = summarize(prediction, image, predictor)
+        analysis = analyze(image, self.predictor())
+        result = analysis.result
         suffix = ".png" if image.meta.get("format") == "raster" else ".nii.gz"
         fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
         os.close(fd)
-        write_mask(prediction.mask, image, mask_path)
+        write_mask(analysis.mask(), image, mask_path)
         result.setdefault("timings", {}).update({"read_s": round(read_s, 3), "total_s": round(time.perf_counter() - start, 3)})
         return mask_path, result

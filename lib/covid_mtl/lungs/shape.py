@@ -1,6 +1,6 @@
-"""Shaping the lung components into the final labelmap: right/left split, filling, the lesion added.
+"""Shaping the lung components into the final labelmap: right/left split, filling.
 
-Part of :mod:`covid_mtl.measure.lungmask` (the method is described there).
+Part of :mod:`covid_mtl.lungs.mask` (the method is described there).
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ LUNG_NAMES = {RIGHT_LUNG: "right", LEFT_LUNG: "left"}
 
 CLOSING_MM = 4.0
 """Radius of the per-slice closing that pulls juxtapleural nodules/vessels into the lung."""
-LESION_REACH_MM = 10.0
-"""Lesion voxels farther than this from an aerated lung are not added to it."""
 
 
 def disk(radius_px: int) -> np.ndarray:
@@ -113,38 +111,3 @@ def enclosed_along_z(lung: np.ndarray, holes: np.ndarray, edges_are_lung: tuple[
         state = np.where(holes[k], state, lung[k])
         below[k] &= state
     return below
-
-
-def add_lesion(labels: np.ndarray, lesion: np.ndarray, spacing) -> tuple[np.ndarray, int]:
-    """Add lesion components that reach a lung, each voxel to its nearest lung.
-
-    Dense consolidation (about -50 HU) never passes the air threshold; a consolidated lobe is one lesion
-    component touching aerated lung, so the whole component is added, not only a rim near the lung. A false
-    positive lesion next to the lung (e.g. liver under the dome) is added too: the price of this choice,
-    visible in the ``lesion_added`` flag. Distances are computed in the lesion's bounding box grown by the
-    reach, so a 512x512x600 CT does not need whole-volume distance maps.
-    """
-    outside = lesion & (labels == 0)
-    if not outside.any() or not labels.any():
-        return labels, 0
-    margin = [int(np.ceil(LESION_REACH_MM / s)) + 1 for s in spacing]
-    coords = np.argwhere(outside)
-    low = np.maximum(coords.min(axis=0) - margin, 0)
-    high = np.minimum(coords.max(axis=0) + margin + 1, labels.shape)
-    box = tuple(slice(a, b) for a, b in zip(low, high))
-    sub = labels[box]
-    distances = []
-    for side in (RIGHT_LUNG, LEFT_LUNG):
-        present = (sub == side).any()
-        distances.append(ndi.distance_transform_edt(sub != side, sampling=spacing) if present
-                         else np.full(sub.shape, np.inf))
-    nearest_distance = np.minimum(*distances)
-    nearest = np.where(distances[0] <= distances[1], RIGHT_LUNG, LEFT_LUNG).astype(labels.dtype)
-    pieces, n = ndi.label(outside[box])
-    if n == 0:
-        return labels, 0
-    reach = np.asarray(ndi.minimum(nearest_distance, pieces, np.arange(1, n + 1))) <= LESION_REACH_MM
-    add = np.concatenate([[False], reach])[pieces]
-    out = labels.copy()
-    out[box][add] = nearest[add]
-    return out, int(add.sum())

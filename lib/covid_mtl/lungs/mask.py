@@ -1,7 +1,7 @@
 """Classical lung mask from a CT in Hounsfield units: no downloaded weights, scipy/scikit-image only.
 
-Steps (each chosen so it also works on cropped volumes and single slices; code in ``lung_candidates`` and
-``lung_shape``):
+Steps (each chosen so it also works on cropped volumes and single slices; code in ``candidates`` and
+``shape``):
 
 1. Air candidates: ``HU < AIR_HU`` (values below -1024, e.g. -2048 outside the scanner's field of view,
    count as air).
@@ -20,9 +20,9 @@ Steps (each chosen so it also works on cropped volumes and single slices; code i
 5. Per lung and slice: closing, then hole filling so vessels and consolidation inside the lung count as
    lung, but only for holes that the lung encloses along z as well (lung above and below). Filling in 2D
    alone closes the ring the basal lung forms around the dome of the diaphragm and adds the liver or
-   stomach (litres on real full-chest CT). Optionally the predicted lesion touching a lung is added (dense
-   consolidation on the diaphragm never passes the air threshold, nor the z test, and percent-involved would
-   otherwise be underestimated).
+   stomach (litres on real full-chest CT). The predicted lesion never grows the lung mask: on a whole chest CT the
+   network paints bowel and the liver edge next to the lungs, and a mask grown by it took them as lung. Dense
+   subpleural lesion is kept instead by the margin of ``covid_mtl.lungs.confine``.
 
 Label convention: 0 background, 1 = patient's right lung, 2 = patient's left lung.
 """
@@ -35,8 +35,9 @@ from scipy import ndimage as ndi
 
 from ..errors import CovidMTLError
 from ..image import Image
-from .lung_candidates import body_slices, lung_components
-from .lung_shape import CLOSING_MM, LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, add_lesion, fill_enclosed, split_merged
+from .airways import find_airways
+from .candidates import AIR_HU, body_slices, lung_components
+from .shape import CLOSING_MM, LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, fill_enclosed, split_merged
 
 Z_GAP_MM = 20.0
 """Secondary components must come within this distance (along z) of the lungs' z range."""
@@ -65,6 +66,7 @@ class LungMask:
     spacing: tuple[float, float, float] | None = None
     superior_at_high_z: bool | None = None
     flags: list[str] = field(default_factory=list)
+    airway_voxels: int = 0
 
     @property
     def mask(self) -> np.ndarray | None:
@@ -89,6 +91,8 @@ class LungMask:
             "right_ml": _round(self.volume_ml(RIGHT_LUNG)),
             "left_ml": _round(self.volume_ml(LEFT_LUNG)),
             "total_ml": _round(self.volume_ml()),
+            "airway_ml": _round(self.airway_voxels * float(np.prod(self.spacing)) / 1000.0
+                                if self.spacing is not None else None),
             "flags": list(self.flags),
         }
 
@@ -122,14 +126,12 @@ def lung_mask(
     image: Image | np.ndarray,
     spacing: tuple[float, float, float] | None = None,
     affine: np.ndarray | None = None,
-    lesion: np.ndarray | None = None,
 ) -> LungMask:
     """Right/left lung labelmap of a CT in HU, (z, y, x); see the module docstring for the method.
 
     Pass an :class:`Image` (spacing, affine and HU-ness are taken from it) or a HU array with ``spacing`` and,
     where known, the nibabel-style RAS ``affine`` of ``array.transpose(2, 1, 0)``. Non-HU images (PNG/JPG
-    slices) give ``available=False`` with a reason rather than a wrong mask. ``lesion`` (the predicted mask)
-    adds consolidation within ``LESION_REACH_MM`` of a lung to that lung.
+    slices) give ``available=False`` with a reason rather than a wrong mask.
     """
     if isinstance(image, Image):
         if not image.is_hu:
@@ -143,11 +145,9 @@ def lung_mask(
         hu = hu[None]
     if hu.ndim != 3 or min(hu.shape) < 1:
         raise CovidMTLError(f"{source}: lung mask needs a (z, y, x) volume, got shape {hu.shape}")
-    if lesion is not None and tuple(lesion.shape) != tuple(hu.shape):
-        raise CovidMTLError(f"{source}: lesion mask shape {lesion.shape} differs from the image's {hu.shape}")
     factor = int(np.ceil(max(hu.shape[1:]) / WORK_SIDE))
     if factor > 1 and hu.size > FULL_RES_MAX_VOXELS:
-        return _at_lower_resolution(hu, spacing, affine, lesion, factor)
+        return _at_lower_resolution(hu, spacing, affine, factor)
     flags: list[str] = []
     if spacing is None:
         flags.append("spacing_unknown")
@@ -159,12 +159,15 @@ def lung_mask(
 
     gap = int(np.ceil(Z_GAP_MM / spacing[0])) if spacing is not None else 5
     body, midline_x = body_slices(hu)
-    components, keep = lung_components(hu, body, voxel_ml, gap)
+    airway = find_airways((hu < AIR_HU) & body, spacing, midline_x)
+    if airway.any():
+        flags.append("airways_left_out")
+    components, keep = lung_components(hu, body, voxel_ml, gap, exclude=airway, superior_at_high_z=superior)
     del body
     labels = np.zeros(hu.shape, np.uint8)
     if not keep:
         flags.append("no_lung_found")
-        return LungMask(labels, True, "no aerated lung found", spacing, superior, flags)
+        return LungMask(labels, True, "no aerated lung found", spacing, superior, flags, int(airway.sum()))
 
     boxes = ndi.find_objects(components)
     voxels = {i: np.argwhere(components[boxes[i - 1]] == i) + [b.start for b in boxes[i - 1]] for i in keep}
@@ -190,28 +193,23 @@ def lung_mask(
         # only background is claimed, so closing never pulls one lung across into the other
         filled[fill_enclosed(labels == lab, radius, edges) & (filled == 0)] = lab
     labels = filled
-    if lesion is not None:
-        labels, added = add_lesion(labels, np.asarray(lesion, bool), spacing or (1.0, 1.0, 1.0))
-        if added:
-            flags.append("lesion_added")
     present = [LUNG_NAMES[lab] for lab in (RIGHT_LUNG, LEFT_LUNG) if (labels == lab).any()]
     if len(present) == 1:
         flags.append(f"one_lung_found:{present[0]}")
-    return LungMask(labels, True, None, spacing, superior, flags)
+    return LungMask(labels, True, None, spacing, superior, flags, int(airway.sum()))
 
 
-def _at_lower_resolution(hu: np.ndarray, spacing, affine, lesion, factor: int) -> LungMask:
+def _at_lower_resolution(hu: np.ndarray, spacing, affine, factor: int) -> LungMask:
     shape = hu.shape
     small_spacing = (spacing[0], spacing[1] * factor, spacing[2] * factor) if spacing is not None else None
     small_affine = None
     if affine is not None:
         small_affine = np.array(affine, dtype=np.float64, copy=True)
         small_affine[:3, :2] *= factor  # columns of the x and y voxel axes
-    small = lung_mask(np.asarray(hu)[:, ::factor, ::factor], small_spacing, small_affine,
-                      None if lesion is None else np.asarray(lesion)[:, ::factor, ::factor])
+    small = lung_mask(np.asarray(hu)[:, ::factor, ::factor], small_spacing, small_affine)
     if small.labels is None:
         return small
     labels = np.repeat(np.repeat(small.labels, factor, axis=1), factor, axis=2)[:, : shape[1], : shape[2]]
     flags = [f for f in small.flags] + [f"computed_at_1/{factor}_in_plane"]
     return LungMask(np.ascontiguousarray(labels), small.available, small.reason, spacing,
-                    small.superior_at_high_z, flags)
+                    small.superior_at_high_z, flags, small.airway_voxels * factor * factor)

@@ -1,6 +1,6 @@
 """Which air in a CT can be lung: the body, per-slice air candidates, and the 3D components that look like lung.
 
-Part of :mod:`covid_mtl.measure.lungmask` (the method is described there).
+Part of :mod:`covid_mtl.lungs.mask` (the method is described there).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def body_slices(hu: np.ndarray) -> tuple[np.ndarray, float]:
     return body, midline
 
 
-def candidates(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
+def candidates(hu: np.ndarray, body: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Air voxels that can be lung: per-slice 2D air components that are not free gas and lie in the body.
 
     Dropped: components that are *gas-like* (more than half the voxels below ``GAS_HU``: outside air, -2048
@@ -57,8 +57,14 @@ def candidates(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     tissue and blood), and components away from the image border with less than ``MIN_INSIDE_BODY`` of their
     pixels inside the body's outline (table core, mattress). Border contact alone never drops a component: a
     cropped chest has lungs running into the image border, and air around the body is gas-like anyway.
+    ``exclude``: voxels that are never lung (the airways, ``covid_mtl.lungs.airways``), taken out with a one-pixel
+    rim so the partial-volume wall of a bronchus no longer joins it to its lung.
     """
     air = hu < AIR_HU
+    if exclude is not None and exclude.any():
+        rim = np.zeros((3, 3, 3), bool)
+        rim[1] = ndi.generate_binary_structure(2, 1)
+        air &= ~ndi.binary_dilation(exclude, structure=rim)
     gas_voxels = hu < GAS_HU
     keep = np.zeros(hu.shape, bool)
     for z in range(hu.shape[0]):
@@ -79,15 +85,18 @@ def candidates(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     return keep
 
 
-def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None,
-                    gap_slices: int) -> tuple[np.ndarray, list[int]]:
+def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None, gap_slices: int,
+                    exclude: np.ndarray | None = None, superior_at_high_z: bool | None = True
+                    ) -> tuple[np.ndarray, list[int]]:
     """3D components of the candidates and the ids that look like lung.
 
     Gas pockets with partial volume (stomach, colon, stool) pass the 2D median test but keep a core below
     -950 HU; aerated lung rarely has more than a few percent there. The reference is the largest component
     with a lung-like gas fraction; emphysema (every component gas-rich) falls back to the largest one.
+    A component lying under the lungs already chosen (``under_the_lungs``: stomach or colon gas below a dome of the
+    diaphragm) is not lung, however lung-like its air.
     """
-    air = candidates(hu, body)
+    air = candidates(hu, body, exclude)
     components, n = ndi.label(air)
     if n == 0:
         return components, []
@@ -103,7 +112,47 @@ def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None,
     ref = int(np.argmax(np.where(pool, sizes, -1)))
     gas_limit = MAX_GAS_FRACTION if lung_like.any() else gas[ref] + MAX_GAS_FRACTION
     keep = big & (sizes >= MIN_COMPONENT_FRACTION * sizes[ref]) & (gas <= gas_limit)
-    return components, _chain_in_z(components, keep, ref, gap_slices)
+    chosen = _chain_in_z(components, keep, ref, gap_slices)
+    return components, _not_under(components, chosen, ref + 1, sizes, superior_at_high_z)
+
+
+UNDER_SHARE = 0.5
+"""A component whose footprint lies under the chosen lungs for more than this share is below the diaphragm."""
+
+
+def _not_under(components: np.ndarray, chosen: list[int], ref: int, sizes: np.ndarray,
+               superior_at_high_z: bool | None) -> list[int]:
+    """``chosen`` without the components that lie under the lungs: gas below a dome of the diaphragm.
+
+    Taken largest first; a component's footprint column counts as "under" where lung already accepted reaches
+    higher (towards the head) than the component's own highest voxel there. Stomach and colon gas under the left
+    dome is covered by lung over nearly all of its footprint; the other lung, beside the first, hardly at all.
+    """
+    if len(chosen) < 2 or superior_at_high_z is None:
+        return chosen
+    nz = components.shape[0]
+    height = np.arange(nz) if superior_at_high_z else np.arange(nz)[::-1]  # larger = nearer the head
+    height = height.astype(np.int32)[:, None, None]
+    boxes = ndi.find_objects(components)
+
+    def highest(comp: int, box) -> np.ndarray:
+        mine = components[box] == comp
+        return np.where(mine, height[box[0]], -1).max(axis=0)  # -1 where the column holds none of it
+
+    reach = np.full(components.shape[1:], -1, np.int32)  # highest accepted lung per (y, x) column
+    box = boxes[ref - 1]
+    reach[box[1], box[2]] = highest(ref, box)
+    accepted = [ref]
+    for comp in sorted((c for c in chosen if c != ref), key=lambda c: -sizes[c - 1]):
+        box = boxes[comp - 1]
+        top = highest(comp, box)
+        footprint = top >= 0
+        under = footprint & (reach[box[1], box[2]] > top)
+        if under.sum() > UNDER_SHARE * footprint.sum():
+            continue
+        accepted.append(comp)
+        reach[box[1], box[2]] = np.maximum(reach[box[1], box[2]], top)
+    return sorted(accepted)
 
 
 def _chain_in_z(components: np.ndarray, keep: np.ndarray, ref: int, gap_slices: int) -> list[int]:
