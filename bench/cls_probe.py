@@ -28,12 +28,12 @@ import torch
 from bench.common import save
 
 
-def training_view(rows, size: int) -> torch.Tensor:
+def training_view(rows, preprocessing) -> torch.Tensor:
     """(n, 1, size, size): each row's first slice prepared exactly as training prepares it."""
     from covid_mtl.io import read_image
     from covid_mtl.train.samples import image_slices
 
-    return torch.from_numpy(np.stack([image_slices(read_image(r.image), None, r.label, size)[0]["image"]
+    return torch.from_numpy(np.stack([image_slices(read_image(r.image), None, r.label, preprocessing)[0]["image"]
                                       for r in rows]))
 
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from covid_mtl.io.manifest import read_manifest
     from covid_mtl.nets.checkpoint import load_model
     from covid_mtl.nets.packaged import packaged_model_path
+    from covid_mtl.nets.preprocessing import of_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     rows = {s: [r for r in read_manifest(args.manifest) if r.split == s and r.label
                 and (not args.source or r.source == args.source)] for s in ("train", "val")}
-    views = {s: training_view(rs, model.config.image_size) for s, rs in rows.items()}
+    views = {s: training_view(rs, of_model(model)) for s, rs in rows.items()}
     maps = {s: encoder_maps(model, x) for s, x in views.items()}
     truth = {s: is_positive([r.label for r in rs]) for s, rs in rows.items()}
     groups = {s: [r.group or r.image for r in rs] for s, rs in rows.items()}

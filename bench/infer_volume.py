@@ -38,8 +38,8 @@ def phantom_path() -> Path:
 
 def library_rows(checkpoint: str, ct: Path, device: str, repeats: int) -> list[dict[str, Any]]:
     from covid_mtl.io import read_image
+    from covid_mtl.measure.analysis import analyze
     from covid_mtl.predict.predictor import Predictor
-    from covid_mtl.measure.summary import summarize
 
     rows = []
     variants = {"baseline": {"batch_size": 1, "skip_non_lung": False}, "candidate": {}}
@@ -49,17 +49,24 @@ def library_rows(checkpoint: str, ct: Path, device: str, repeats: int) -> list[d
 
         def run() -> None:
             image = read_image(ct)
-            prediction = predictor.predict(image)
-            last.update(summarize(prediction, image, predictor), slices_run=prediction.aggregation["slices_run"])
+            analysis = analyze(image, predictor)
+            last.update(analysis.result, slices_run=analysis.prediction.aggregation["slices_run"])
 
         with PeakRSS() as rss:
             median, samples = timed(run, repeats=repeats if name == "candidate" else max(1, repeats - 1))
         rows.append({"path": "library", "variant": name, "device": device, "config": predictor.config.name,
                      "median_s": median, "slices_run": last["slices_run"], "slices_per_s": last["slices_run"] / median,
-                     "peak_rss_mib": rss.mib, "label": last["label"], "samples_s": [round(s, 3) for s in samples]})
+                     "peak_rss_mib": rss.mib, "label": last["label"], "samples_s": [round(s, 3) for s in samples],
+                     "where_s": _where(last["timings"])})
     base, cand = rows[0]["median_s"], rows[1]["median_s"]
     rows[1]["speedup"] = base / cand
     return rows
+
+
+def _where(timings: dict[str, Any]) -> dict[str, float]:
+    """Where the time of one analysis went (seconds), from the reply's timings."""
+    keys = ("read_s", "lung_mask_s", "prepare_s", "network_s", "quantify_s", "analysis_s", "total_s")
+    return {k: round(float(timings[k]), 2) for k in keys if timings.get(k) is not None}
 
 
 def server_rows(checkpoint: str, ct: Path, repeats: int) -> list[dict[str, Any]]:
@@ -88,7 +95,8 @@ def server_rows(checkpoint: str, ct: Path, repeats: int) -> list[dict[str, Any]]
                      "config": result.get("model_config"), "median_s": median,
                      "slices_run": result["aggregation"].get("slices_run"),
                      "slices_per_s": (result["aggregation"].get("slices_run") or 0) / median,
-                     "peak_rss_mib": rss.mib, "label": result["label"], "samples_s": [round(s, 3) for s in samples]})
+                     "peak_rss_mib": rss.mib, "label": result["label"], "samples_s": [round(s, 3) for s in samples],
+                     "where_s": _where(result["timings"])})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -110,9 +118,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows += library_rows(args.checkpoint, ct, "cuda", args.repeats)
     if not args.skip_server:
         rows += server_rows(args.checkpoint, ct, args.repeats)
-    shown = [{k: v for k, v in r.items() if k != "samples_s"} for r in rows]
+    shown = [{k: v for k, v in r.items() if k not in ("samples_s", "where_s")} for r in rows]
     print(table(f"infer_volume: {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} HU phantom, checkpoint {Path(args.checkpoint).name}",
                 shown))
+    for r in rows:
+        print(f"  where the time goes ({r['path']}, {r['variant']}, {r['device']}): {r['where_s']}")
     payload = {"shape_zyx": SHAPE, "spacing_zyx": SPACING, "checkpoint": args.checkpoint, "rows": rows,
                "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "time": time.time()}
     print(f"saved {save('infer_volume', payload)}")

@@ -1,16 +1,23 @@
-"""Volume-level answers of a model on whole scans: the check behind the model card's volume table.
+"""The volume rule's evidence: how much of the lungs the model paints on scans with and without COVID-19.
 
-The served model is trained on 2D slices and answers for a volume by aggregating slice probabilities
-(``covid_mtl.predict.aggregate``). This prints the volume-level P(covid) and the statement for
+A whole chest CT is called COVID-19 only when the classifier says so *and* the lesion kept inside the lungs
+covers at least ``MIN_INVOLVED_PERCENT`` of the lung volume (``covid_mtl.predict.decision``). This runs the one
+analysis (``covid_mtl.measure.analysis``) on
 
-* the real CT scans in ``../shared/data/real_ct`` (HU; no known COVID-19 findings: P(covid) should stay low),
-* volumes assembled from the Inf-Net slices of each COVID-19 CT scan in ``../shared/data/train`` (8-bit
-  slices in file order, resized to the scan's median slice size; every one is a COVID-19 patient), marked
-  ``val`` when the manifest held that scan out of training,
+* the CT scans without known pneumonia: the three whole-chest LIDC series and the small real scans in
+  ``../shared/data/real_ct`` (HU);
+* the 20 COVID-19 CT scans of the Inf-Net training portion in ``../shared/data/train`` (``infnet_unlabeled``: a
+  subset of each scan's slices as 8-bit lung-window crops). Their slices, in slice-number order and resized to
+  the scan's median size, are mapped back to HU through the lung window (-1350..150 HU; what the window clipped
+  stays clipped) with an assumed 0.7 mm pixel and 5 mm slice step, so the lung mask and the volume rule run on
+  them as on a CT. Their Semi-Inf-Net pseudo masks give a reference involvement (predicted masks, not ground
+  truth),
 
-and writes ``out/bench/volume_rule.json``. Usage::
+prints per scan P(covid), the percent of lung the model's kept lesion covers and the call with and without the
+rule, then for a range of cut-offs how many COVID-19 scans would still be called COVID-19 and how many scans
+without pneumonia would be, and writes ``out/bench/volume_rule.json``. Usage::
 
-    python -m bench.volume_rule [--checkpoint PATH] [--manifest out/data/manifest.csv]
+    python -m bench.volume_rule [--checkpoint PATH]
 """
 from __future__ import annotations
 
@@ -23,83 +30,107 @@ import numpy as np
 
 from bench.common import REAL_CT, ROOT, save
 
-REAL_CT_CASES = [
+TRAIN = ROOT.parent / "shared" / "data" / "train"
+INFNET = TRAIN / "infnet_unlabeled"
+CLEAN_CASES = [
+    "full_chest/lidc0001", "full_chest/lidc0002", "full_chest/lidc0003",
     "totalsegmentator_example/example_ct.nii.gz",
     "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz",
-    "totalsegmentator_example/example_ct_dicom",
-    "pydicom_ct_small/CT_small.dcm",
 ]
+ASSUMED_SPACING = (5.0, 0.7, 0.7)
+CUTOFFS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 
-def assembled_volumes(manifest: Path):
-    """``(name, split, Image)`` for each Inf-Net scan of the manifest, slices stacked in slice-number order."""
+def infnet_volumes():
+    """``(name, Image, pseudo_mask)`` per Inf-Net COVID-19 scan, its slices mapped back to HU (see above)."""
     from PIL import Image as PILImage
 
+    from covid_mtl.demo.phantom import ras_affine
     from covid_mtl.image import Image
-    from covid_mtl.io.manifest import read_manifest
+    from covid_mtl.io.normalize import LUNG_WINDOW
 
     scans: dict[str, list] = defaultdict(list)
-    for row in read_manifest(manifest):
-        if row.source == "infnet":
-            stem = Path(row.image).stem
-            volume, number = stem.rsplit("_", 1)
-            scans[volume].append((int(number), row.image, row.split))
+    for path in (INFNET / "Imgs").glob("*.jpg"):
+        volume, number = path.stem.rsplit("_", 1)
+        scans[volume].append((int(number), path))
+    low, high = LUNG_WINDOW
     for volume, slices in sorted(scans.items()):
         slices.sort()
-        images = [PILImage.open(path).convert("L") for _, path, _ in slices]
+        images = [PILImage.open(p).convert("L") for _, p in slices]
+        masks = [PILImage.open(INFNET / "PseudoGT_model_generated" / f"{p.stem}.png").convert("L") for _, p in slices]
         h = int(np.median([im.height for im in images]))
         w = int(np.median([im.width for im in images]))
-        array = np.stack([np.asarray(im.resize((w, h), PILImage.BILINEAR), np.float32) for im in images])
-        yield volume.replace("Data-1_", ""), slices[0][2], Image(array, None, None, False, volume, bit_depth=8)
+        u8 = np.stack([np.asarray(im.resize((w, h), PILImage.BILINEAR), np.float32) for im in images])
+        pseudo = np.stack([np.asarray(m.resize((w, h), PILImage.NEAREST)) > 127 for m in masks])
+        hu = low + u8 / 255.0 * (high - low)
+        image = Image(hu, ASSUMED_SPACING, ras_affine(hu.shape, ASSUMED_SPACING), True, volume)
+        yield volume.replace("Data-1_", ""), image, pseudo
+
+
+def involvement(lesion: np.ndarray, lung: np.ndarray) -> float | None:
+    lung = lung > 0
+    whole = lung | (lesion > 0)
+    return None if not whole.any() else 100.0 * float((lesion > 0)[whole].sum()) / float(whole.sum())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="default: the packaged model")
-    parser.add_argument("--manifest", default=str(ROOT / "out" / "data" / "manifest.csv"),
-                        help="prepare-data manifest naming the Inf-Net slices and their split")
     args = parser.parse_args(argv)
 
     from covid_mtl.io import read_image
+    from covid_mtl.measure.analysis import analyze
     from covid_mtl.nets.packaged import packaged_model_path
     from covid_mtl.predict.predictor import Predictor
 
     checkpoint = args.checkpoint or packaged_model_path()
     predictor = Predictor.from_checkpoint(checkpoint, device="auto")
+    decision = predictor.decision
+    print(f"checkpoint {checkpoint}: {decision.as_dict()}")
     rows = []
 
-    def run(kind: str, name: str, split: str, image) -> None:
-        prediction = predictor.predict(image)
-        rows.append({"kind": kind, "name": name, "split": split, "shape": list(image.shape),
-                     "p_covid": round(prediction.probabilities["covid"], 3), "label": prediction.label,
-                     "statement": prediction.statement,
-                     "lesion_share": round(float(prediction.mask.mean()), 4) if prediction.mask is not None else None})
-        print(f"{kind:<10} {name[:58]:<58} {split:<5} P(covid) {rows[-1]['p_covid']:.3f} -> {prediction.label}",
-              flush=True)
+    def run(kind: str, name: str, image, pseudo=None) -> None:
+        analysis = analyze(image, predictor)
+        result = analysis.result
+        p = (result["probabilities"] or {}).get("covid")
+        measures = result["quantification"] or {}
+        row = {"kind": kind, "name": name, "shape": list(image.shape), "p_covid": p,
+               "classifier_call": None if p is None else ("covid" if p >= decision.threshold else "non-covid"),
+               "percent_involved": measures.get("percent_involved"), "lesion_ml": measures.get("lesion_ml"),
+               "lung_ml": measures.get("lung_ml"), "label": result["label"]}
+        if pseudo is not None and analysis.lung.labels is not None:
+            row["pseudo_percent_involved"] = involvement(pseudo, analysis.lung.labels)
+        rows.append(row)
+        pct = row["percent_involved"]
+        print(f"{kind:<6} {name[:52]:<52} P(covid) {p if p is None else round(p, 3)!s:<6} "
+              f"involved {'n/a' if pct is None else f'{pct:6.2f} %'}  "
+              f"pseudo {row.get('pseudo_percent_involved') or float('nan'):6.2f} %  -> {result['label']}", flush=True)
 
-    print(f"checkpoint {checkpoint} ({predictor.decision.as_dict()})")
-    if REAL_CT.is_dir():
-        for rel in REAL_CT_CASES:
-            if (REAL_CT / rel).exists():
-                run("real_ct", rel, "-", read_image(REAL_CT / rel))
+    for rel in CLEAN_CASES:
+        if (REAL_CT / rel).exists():
+            run("clean", rel, read_image(REAL_CT / rel))
+    if not REAL_CT.is_dir():
+        print(f"{REAL_CT} absent: scans without pneumonia skipped")
+    if (INFNET / "Imgs").is_dir():
+        for name, image, pseudo in infnet_volumes():
+            run("covid", name, image, pseudo)
     else:
-        print(f"{REAL_CT} absent: real CT rows skipped")
-    manifest = Path(args.manifest)
-    if manifest.is_file():
-        for name, split, image in assembled_volumes(manifest):
-            run("infnet", name, split, image)
-    else:
-        print(f"{manifest} absent (run `covid-mtl prepare-data --data ../shared/data/train --out out/data`): "
-              "assembled COVID-19 volumes skipped")
-    covid = [r["p_covid"] for r in rows if r["kind"] == "infnet"]
-    clean = [r["p_covid"] for r in rows if r["kind"] == "real_ct"]
-    if covid:
-        print(f"COVID-19 scans (Inf-Net): called COVID {sum(r['label'] == 'covid' for r in rows if r['kind'] == 'infnet')}"
-              f" of {len(covid)}, median P(covid) {np.median(covid):.3f}")
-    if clean:
-        print(f"real CT without COVID findings: called COVID {sum(r['label'] == 'covid' for r in rows if r['kind'] == 'real_ct')}"
-              f" of {len(clean)}, median P(covid) {np.median(clean):.3f}")
-    save("volume_rule", {"checkpoint": str(checkpoint), "rows": rows})
+        print(f"{INFNET} absent: COVID-19 scans skipped")
+
+    print(f"\ncut-off on percent involved (classifier call at P(covid) >= {decision.threshold:.2f} as well):")
+    sweep = []
+    for cut in CUTOFFS:
+        entry = {"cutoff_percent": cut}
+        for kind in ("covid", "clean"):
+            chosen = [r for r in rows if r["kind"] == kind and r["p_covid"] is not None]
+            called = [r for r in chosen if r["classifier_call"] == "covid" and (r["percent_involved"] or 0) >= cut]
+            entry[f"{kind}_called_covid"] = len(called)
+            entry[f"{kind}_scans"] = len(chosen)
+        sweep.append(entry)
+        print(f"  >= {cut:4.2f} %: COVID-19 scans called COVID-19 {entry['covid_called_covid']}/{entry['covid_scans']}"
+              f"   scans without pneumonia called COVID-19 {entry['clean_called_covid']}/{entry['clean_scans']}")
+    save("volume_rule", {"checkpoint": str(checkpoint), "decision": decision.as_dict(), "rows": rows,
+                         "sweep": sweep, "assumed_spacing_infnet": ASSUMED_SPACING})
     return 0
 
 

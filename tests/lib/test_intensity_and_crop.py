@@ -7,7 +7,8 @@ from PIL import Image as PILImage
 from covid_mtl.io import read_image
 from covid_mtl.io.crop import image_box, lung_box
 from covid_mtl.io.normalize import LUNG_WINDOW, lung_window_u8, normalize, normalize_array
-from covid_mtl.io.slices import lung_slices
+from covid_mtl.lungs.mask import lung_mask
+from covid_mtl.nets.preprocessing import Preprocessing
 from covid_mtl.demo.phantom import make_phantom
 
 CHEST = "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz"
@@ -15,7 +16,7 @@ CHEST = "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz"
 
 def test_a_real_hu_slice_and_its_8bit_lung_window_export_normalise_alike(real_ct, tmp_path):
     scan = read_image(real_ct / CHEST)
-    z = int(np.argmax(lung_slices(scan.array, True).astype(int) * np.arange(scan.shape[0]) % 97))  # a lung slice
+    z = int(np.argmax((lung_mask(scan).labels > 0).sum(axis=(1, 2))))  # the slice with the most lung
     hu = scan.array[z]
     PILImage.fromarray(lung_window_u8(hu)).save(tmp_path / "export.png")  # what a screen export holds
     exported = read_image(tmp_path / "export.png")
@@ -37,7 +38,7 @@ def test_lung_box_cuts_a_chest_slice_to_its_lungs():
     assert y0 <= lung_y.min() and lung_y.max() < y1 and x0 <= lung_x.min() and lung_x.max() < x1  # lungs kept
     assert (y1 - y0) * (x1 - x0) < 0.8 * 160 * 160  # air around the body and the table cut away
     # a volume uses one box for all its slices; a 2D image is used whole (public slices are lung crops already)
-    vol_box = image_box(ph.hu.astype(np.float32), True, None, lung_slices(ph.hu.astype(np.float32), True))
+    vol_box = image_box(ph.hu.astype(np.float32), True, None, ph.lung.reshape(12, -1).any(axis=1))
     assert vol_box[0] <= y0 and vol_box[1] >= y1 and vol_box[2] <= x0 and vol_box[3] >= x1
     flat = ph.hu[z:z + 1].astype(np.float32)
     assert image_box(flat, True, None, np.ones(1, bool)) == (0, 160, 0, 160)
@@ -50,9 +51,12 @@ def test_no_lung_means_the_whole_slice():
 
 
 def test_real_chest_box_holds_the_lungs(real_ct):
+    """The box a HU volume is cut to (the lung mask's, over the slices that run) holds its aerated lung."""
     scan = read_image(real_ct / CHEST)
-    lung = lung_slices(scan.array, True)
-    y0, y1, x0, x1 = image_box(scan.array, True, None, lung)
-    aerated = (scan.array > -950) & (scan.array < -700)
-    inside = aerated[:, y0:y1, x0:x1].sum() / aerated.sum()
-    assert inside > 0.97, inside
+    labels = lung_mask(scan).labels
+    plan = Preprocessing(size=128).plan(scan, scan.array, labels)
+    y0, y1, x0, x1 = plan.box
+    aerated = (labels > 0) & (scan.array > -950) & (scan.array < -700)
+    inside = aerated[plan.run][:, y0:y1, x0:x1].sum() / aerated[plan.run].sum()
+    assert inside > 0.999, inside
+    assert aerated[plan.run].sum() > 0.97 * aerated.sum()  # the slices left out hold little lung

@@ -11,7 +11,8 @@ from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import Image
 from covid_mtl.demo.phantom import make_phantom
-from covid_mtl.io.slices import lung_slices
+from covid_mtl.lungs.mask import lung_mask
+from covid_mtl.nets.preprocessing import Preprocessing
 from covid_mtl.train.samples import as_records, build_dataset, class_target, count_samples, image_slices
 from covid_mtl.train.loop import TrainConfig, train
 from covid_mtl.train.selection import split_validation
@@ -53,26 +54,32 @@ def test_slice_class_rule():
     assert rule(None, True, False) == ([0, 0, 0], [0, 0, 0])
 
 
-def test_lung_slices_drop_slices_without_lung_and_keep_every_non_hu_slice():
+def _run_slices(hu: np.ndarray, spacing, affine) -> np.ndarray:
+    image = Image(hu.astype(np.float32), spacing, affine, True, "ph")
+    return Preprocessing(size=32).plan(image, image.array, lung_mask(image).labels).run
+
+
+def test_only_slices_with_enough_lung_run_and_every_non_hu_slice_does():
     p = make_phantom("normal", 3, shape=(16, 48, 48))
-    lung = lung_slices(p.hu.astype(np.float32), is_hu=True)
-    has_lung = p.lung.reshape(16, -1).mean(1) > 0.02
-    assert lung[has_lung].all() and not lung[p.lung.reshape(16, -1).sum(1) == 0].any()
-    assert 0 < lung.sum() < 16
-    assert lung_slices(np.zeros((4, 8, 8), np.float32), is_hu=False).all()
+    run = _run_slices(p.hu, p.spacing, p.affine)
+    area = p.lung.reshape(16, -1).sum(1)
+    assert run[area >= 0.2 * area.max()].all() and not run[area == 0].any()
+    assert 0 < run.sum() < 16
+    flat = Image(np.zeros((4, 8, 8), np.float32), None, None, False, "x.png", bit_depth=8)
+    assert Preprocessing(size=32).plan(flat, flat.array, None).run.all()
 
 
 def test_dataset_from_in_memory_records(tmp_path):
     records = write_phantoms(tmp_path, [0, 1]) + [{"image": write_phantoms(tmp_path / "b", [5], False)[0]["image"],
                                                     "label": "other"}]
-    dataset = build_dataset(records, image_size=32)
+    dataset = build_dataset(records, Preprocessing(size=32))
     sample = dataset[0]
     assert sample["image"].shape == (1, 32, 32) and sample["mask"].shape == (1, 32, 32)
     assert isinstance(sample["image"], torch.Tensor) and 0 <= float(sample["image"].min()) <= 1
     assert set(torch.unique(sample["mask"]).tolist()) <= {0.0, 1.0}
     counts = count_samples(dataset)
     covid = make_phantom("covid", 0, shape=SHAPE)
-    covid_lung = lung_slices(covid.hu.astype(np.float32), True)
+    covid_lung = _run_slices(covid.hu, covid.spacing, covid.affine)
     lesion_slices = int(covid.lesion[covid_lung].reshape(covid_lung.sum(), -1).any(1).sum())
     assert counts["covid"] == lesion_slices  # only COVID slices with lesion teach "covid"
     assert counts["with_mask"] == sum(1 for s in dataset.data if s["source"].endswith(("_0.nii.gz", "_1.nii.gz")))
@@ -84,7 +91,7 @@ def test_dataset_from_in_memory_records(tmp_path):
 def test_image_slices_check_the_mask_grid():
     image = Image(np.zeros((2, 8, 8), np.float32), None, None, False, "x.png", bit_depth=8)
     with pytest.raises(CovidMTLError, match="mask shape"):
-        image_slices(image, np.zeros((2, 8, 9), np.uint8), "covid", 16)
+        image_slices(image, np.zeros((2, 8, 9), np.uint8), "covid", Preprocessing(size=16))
 
 
 def test_split_validation_takes_a_seeded_fifth_of_train_when_there_is_no_val():
@@ -185,12 +192,12 @@ def test_training_slices_use_the_predictors_canonical_orientation():
 
     ph = make_phantom("covid", seed=2, shape=(10, 64, 64))
     image = Image(ph.hu.astype(np.float32), ph.spacing, ph.affine, True, "ph")
-    reference = image_slices(image, ph.lesion, "covid", 32)
+    reference = image_slices(image, ph.lesion, "covid", Preprocessing(size=32))
     assert reference and any(s["mask"].any() for s in reference)
     for flip, swap in ((True, False), (False, True)):
         other = restored(image, flip_xy=flip, transpose_xz=swap)
         mask = restored(Image(ph.lesion.astype(np.float32), ph.spacing, ph.affine, True, "m"), flip, swap).array
-        samples = image_slices(other, mask.astype(np.uint8), "covid", 32)
+        samples = image_slices(other, mask.astype(np.uint8), "covid", Preprocessing(size=32))
         assert [s["z"] for s in samples] == [s["z"] for s in reference]
         for a, b in zip(samples, reference):
             np.testing.assert_allclose(a["image"], b["image"], atol=1e-5)

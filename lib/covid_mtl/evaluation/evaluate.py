@@ -27,6 +27,7 @@ from ..image import CLASSES, Image
 from ..io import read_image, read_mask
 from ..io.manifest import ManifestRow, read_manifest
 from ..io.normalize import normalize_array
+from ..measure.analysis import analyze
 from ..predict.predictor import Predictor
 
 N_OVERLAYS = 6
@@ -232,16 +233,17 @@ def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays:
     without: list[plots.OverlayCase] = []
     for row in tqdm(rows, desc="evaluate", unit="image", disable=not progress):
         image = read_image(row.image)
-        pred = predictor.predict(image)
+        analysis = analyze(image, predictor)  # the shipped path: a volume's lesion is kept inside its lungs
+        mask = analysis.mask()
         truth = read_mask(row.mask, image).astype(bool) if row.mask else None
         name = Path(row.image).name
-        case = score_case(name, row.label, pred.probabilities, pred.mask, truth)
+        case = score_case(name, row.label, analysis.prediction.probabilities, mask, truth)
         case.source, case.group = row.source, row.group
         cases.append(case)
-        if pred.mask is not None and truth is not None:
+        if mask is not None and truth is not None:
             keep = with_lesion if truth.any() else without
             if len(keep) < n_overlays:
-                keep.append(overlay_case(f"{name} [{row.label or '?'}]", image, truth, pred.mask))
+                keep.append(overlay_case(f"{name} [{row.label or '?'}]", image, truth, mask))
     return cases, (with_lesion + without)[:n_overlays]
 
 

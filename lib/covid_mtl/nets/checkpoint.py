@@ -3,7 +3,8 @@
 A checkpoint is a plain dict that ``torch.load(weights_only=True)`` accepts (tensors and plain python types only,
 no pickled classes): ``format`` version, ``config`` (the full ``ModelConfig`` as a dict, so the network is rebuilt
 exactly), ``tasks``, ``classes`` (output order), ``state_dict``, ``versions`` (covid-mtl, torch, monai) and
-``meta`` (training details the caller adds: epoch, metrics, settings). Writes are atomic: a temporary file in the
+``meta`` (training details the caller adds: epoch, metrics, settings; ``preprocessing``, the record of
+``covid_mtl.nets.preprocessing``, is always written: the model's own, or the defaults for a new one). Writes are atomic: a temporary file in the
 same folder is written, flushed, fsynced and renamed over the target, so a crash never leaves half a model.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from .config import ModelConfig, parse_tasks
 from .factory import build_model
+from .preprocessing import Preprocessing, of_model
 from ..atomic import atomic_write
 from ..errors import CovidMTLError
 from ..image import CLASSES
@@ -78,7 +80,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
         "classes": list(CLASSES),
         "state_dict": state,
         "versions": versions(),
-        "meta": {"saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(meta or {})},
+        "meta": {"saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "preprocessing": of_model(model).as_meta(), **(meta or {})},
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
@@ -116,4 +119,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         model.load_state_dict(checkpoint.state_dict, strict=True)
     except RuntimeError as exc:
         raise CovidMTLError(f"{path}: weights do not fit config {checkpoint.config.name!r} ({exc})") from exc
+    # the preprocessing travels with the network, so fine-tuning and saving again keep the record
+    model.preprocessing = Preprocessing.from_meta(checkpoint.meta, checkpoint.config.image_size)
     return model.to(device).eval(), checkpoint

@@ -143,3 +143,10 @@ class Preprocessing:
 
 DEFAULTS = Preprocessing()
 """What every checkpoint without a record was trained with (the model's own ``size`` replaces 128)."""
+
+
+def of_model(model: torch.nn.Module) -> Preprocessing:
+    """The preprocessing a model was trained with: the record of the checkpoint it was loaded from (so
+    fine-tuning keeps it), else the defaults at its input size (a new model)."""
+    found = getattr(model, "preprocessing", None)
+    return found if isinstance(found, Preprocessing) else replace(DEFAULTS, size=int(model.config.image_size))

@@ -1,7 +1,7 @@
 """From slice probabilities to one volume-level classification.
 
-Rule (``top_k_mean``): over the *lung-containing* slices (``covid_mtl.io.slices.lung_slices``; every slice for
-non-HU images; every slice when none passes the lung test), with ``k = max(1, ceil(top_fraction * n))``:
+Rule (``top_k_mean``): over the slices the network ran on (those holding enough lung, ``covid_mtl.nets.preprocessing``;
+every slice for non-HU images), with ``k = max(1, ceil(top_fraction * n))``:
 
 * P(covid) = mean of the k highest slice P(covid),
 * P(other) = mean of the k highest slice P(other),

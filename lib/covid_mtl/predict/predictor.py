@@ -4,21 +4,23 @@ Used by ``covid-mtl evaluate``/``analyze``, the MONAI Label infer task and the b
 lands everywhere at once. Steps:
 
 1. the voxels reordered into the canonical axial layout (``covid_mtl.io.geometry``; flips and axis swaps only),
-   so a scan stored RAS, LPS or sagittally gives the same answer; the reply names the orientation and says when
-   the slices run are not the file's own slices;
-2. lung-containing slices (``covid_mtl.io.slices.lung_slices``; all slices for non-HU images) and, for volumes,
-   the lung box (``covid_mtl.io.crop``): the network sees the lungs as the training slices show them;
-3. per batch, only the slices that run are scaled to [0, 1] by ``covid_mtl.io.normalize`` (the training rule),
-   cut to the box, resized to the model size, run through encoder + segmentation decoder + classifier (never the
-   reconstruction decoder); lesion probabilities are resized back to the box (bilinear) and thresholded at 0.5;
+   so a scan stored RAS, LPS or sagittally gives the same answer; the reply names the orientation;
+2. for a HU volume, its lungs found in 3D (``covid_mtl.lungs``; the caller may pass them) and the model's recorded
+   preprocessing (``covid_mtl.nets.preprocessing``): only slices holding enough lung run, cut to the lungs' box
+   (every slice for non-HU images), so the network sees what it was trained on;
+3. per batch, those slices windowed, cut and resized by the same preprocessing, run through encoder +
+   segmentation decoder + classifier (never the reconstruction decoder); lesion probabilities are resized back to
+   the box (bilinear) and thresholded at 0.5;
 4. slice probabilities -> volume probabilities by ``covid_mtl.predict.aggregate`` (top-k mean over lung slices);
 5. the statement the model was trained to make (``Decision``): with a checkpoint that learned only COVID-19 vs
    non-COVID, the label is ``covid`` or ``non-covid`` at its validated cut-off and only P(covid) is reported;
    three classes only when all three outputs were trained;
 6. the mask mapped back onto the input grid.
 
-By default the network runs on the lung-containing slices only (``skip_non_lung``): the others can hold no lung
-lesion, get an empty mask and no slice probabilities (NaN), and a chest CT's first and last slices cost nothing.
+By default the network runs on those slices only (``skip_non_lung``): the others can hold no lung lesion, get an
+empty mask and no slice probabilities (NaN), and a chest CT's neck and abdomen cost nothing. A HU volume in which
+no lung is found runs no slice and gets no classification. The mask is the network's raw answer: the one analysis
+(``covid_mtl.measure.analysis``) keeps only what lies in the lungs and measures it.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from ..image import CLASSES, Image
 from ..io.geometry import canonical
 from ..lungs.mask import LungMask, lung_mask
 from ..nets.checkpoint import load_model
-from ..nets.preprocessing import Preprocessing
+from ..nets.preprocessing import Preprocessing, of_model
 from ..nets.network import probabilities
 from .aggregate import TOP_FRACTION, aggregate
 from .decision import Decision
@@ -59,7 +61,7 @@ class Prediction:
 
     ``mask``: uint8 0/1 (z, y, x) on the input grid (None without a segmentation head). ``probabilities``:
     volume-level {class: P} and ``label`` (None without a classifier). ``slice_probabilities``: (z, 3) float32
-    in ``CLASSES`` order, NaN for slices not run. ``lung_slices``: (z,) bool. ``aggregation``: the rule and its
+    in ``CLASSES`` order, NaN for slices not run. ``lung_slices``: (z,) bool, the slices run (canonical order). ``aggregation``: the rule and its
     details. ``seg_entropy``: mean binary entropy (bits, 0..1) of the lesion probabilities over the slices run,
     at model resolution. ``timings``: seconds per stage and ``ms_per_slice``. ``decision``: the classes the model
     was trained on and its cut-off (``probabilities`` holds only those classes; ``statement`` says it in words).
@@ -123,7 +125,7 @@ class Predictor:
         self.skip_non_lung = skip_non_lung
         self.top_fraction = top_fraction
         self.decision = decision or Decision()
-        self.preprocessing = preprocessing or Preprocessing(size=self.config.image_size)
+        self.preprocessing = preprocessing or of_model(model)
         self.info = {"config": self.config.name, "tasks": list(model.tasks), "image_size": self.config.image_size,
                      **(info or {})}
 
@@ -133,7 +135,6 @@ class Predictor:
         info = {"checkpoint": str(path), "saved_at": checkpoint.meta.get("saved_at"),
                 "versions": checkpoint.versions}
         kwargs.setdefault("decision", Decision.from_meta(checkpoint.meta))
-        kwargs.setdefault("preprocessing", Preprocessing.from_meta(checkpoint.meta, checkpoint.config.image_size))
         return cls(model, device=device, info=info, **kwargs)
 
     @torch.inference_mode()

@@ -37,6 +37,7 @@ from ..errors import CovidMTLError
 from .losses import MultiTaskLoss
 from ..nets.factory import build_model
 from .decision import decision_meta, trained_classes
+from ..nets.preprocessing import Preprocessing, of_model
 from .samples import as_records, build_dataset, count_samples, train_sampler
 from .selection import is_better, split_validation
 from .step import EpochStats, make_eval_iteration, make_train_iteration
@@ -98,6 +99,7 @@ def build_training_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, A
     if not any(k in loaded for k in own if k.startswith(("encoder.", "unet.", "layers."))):
         raise CovidMTLError(f"--init {cfg.init}: no weights fit the network")
     model.load_state_dict(loaded, strict=False)
+    model.preprocessing = Preprocessing.from_meta(checkpoint.meta, config.image_size)  # fine-tuning keeps it
     return model, {"init": str(cfg.init), "init_loaded": len(loaded), "init_fresh": len(own) - len(loaded)}
 
 
@@ -168,9 +170,10 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     model, init_info = build_training_model(config)
     model = model.to(device)
     size = model.config.image_size
-    train_ds = build_dataset(records_train, size, transform=train_transforms(config.seed) if config.augment
+    preprocessing = of_model(model)
+    train_ds = build_dataset(records_train, preprocessing, transform=train_transforms(config.seed) if config.augment
                              else eval_transforms(), progress=progress)
-    val_ds = build_dataset(records_val, size, transform=eval_transforms(), progress=progress)
+    val_ds = build_dataset(records_val, preprocessing, transform=eval_transforms(), progress=progress)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = train_sampler(train_ds, config.batch_size, config.steps_per_epoch, config.balance, generator)
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)

@@ -7,9 +7,10 @@ predictor uses); masks are read the same way and any non-zero voxel is lesion.
 
 Which slices, and which class each slice teaches:
 
-* A volume in Hounsfield units keeps only its *lung-containing* slices (``lung_slices``: at least
-  ``LUNG_MIN_FRACTION`` of the slice's pixels in [-950, -500] HU); slices below and above the lungs teach nothing
-  about COVID. Non-HU volumes and 2D images keep every slice.
+* What the network sees of each image is the model's recorded preprocessing (``covid_mtl.nets.preprocessing``),
+  the same function the predictor calls: a volume in Hounsfield units keeps only the slices that hold enough lung
+  (its lung mask, ``covid_mtl.lungs``, found in 3D), cut to the lungs' box; non-HU volumes and 2D images keep
+  every slice. So a radiologist's corrected whole-chest CT teaches on the slices the model will be run on.
 * Class per slice from the volume's label: ``normal`` and ``other`` -> every kept slice gets that class;
   ``non-covid`` -> every kept slice is "not COVID" (only P(covid) is supervised); ``covid`` *with a mask* ->
   slices with lesion are COVID, slices without lesion get **no** class (unknown), so clean lung is never
@@ -20,9 +21,9 @@ Which slices, and which class each slice teaches:
 * A slice of an image with a mask is a segmentation sample whether or not it shows lesion (an empty mask is a
   label: "no lesion here"); slices of images without a mask do not supervise the segmentation.
 
-Slices are resized to ``image_size`` x ``image_size`` (MONAI ``Resize``: bilinear for images, nearest for masks;
-non-square images are stretched, as in the paper's 256 x 256 slices) and kept in memory (float32 at model size:
-64 KiB per 128 x 128 slice), so each image file is read once.
+Slices are resized to the model's size (MONAI ``Resize``: bilinear for images, nearest for masks; non-square images
+are stretched, as in the paper's 256 x 256 slices) and kept in memory (float32 at model size: 64 KiB per 128 x 128
+slice), so each image file is read once.
 """
 from __future__ import annotations
 
@@ -37,10 +38,9 @@ from torch.utils.data import RandomSampler, Sampler, WeightedRandomSampler
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS, Image
 from ..io import read_image, read_mask
-from ..io.crop import image_box
-from ..io.geometry import reorient
-from ..io.normalize import normalize_array
-from ..io.slices import lung_slices, resize_slices
+from ..io.geometry import canonical
+from ..lungs.mask import lung_mask
+from ..nets.preprocessing import Preprocessing
 
 @dataclass(frozen=True)
 class VolumeRecord:
@@ -96,31 +96,27 @@ def class_target(label: str | None, lesion_in_slice: bool | None, single_slice: 
     return target, weight
 
 
-def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image_size: int,
+def image_slices(image: Image, mask: np.ndarray | None, label: str | None, preprocessing: Preprocessing,
                  collection: str | None = None) -> list[dict]:
     """Samples of one read image: dicts with ``image``/``mask`` (1, S, S) float32, ``has_mask`` (scalar),
     ``cls_target``/``cls_weight`` (3,), ``source`` (the file), ``collection`` (the data set it belongs to, for
-    class balance) and ``z`` (slice index in the canonical axial order). Volumes are reordered into the canonical
-    axial layout (``covid_mtl.io.geometry``) and cut to their lung box (``covid_mtl.io.crop``), as the predictor
-    does."""
+    class balance) and ``z`` (slice index in the canonical axial order). What the network sees is
+    ``preprocessing``'s plan (the predictor's: canonical layout, lung slices, lung box, window, size)."""
     if mask is not None and mask.shape != image.array.shape:
         raise CovidMTLError(f"{image.source}: mask shape {mask.shape} differs from image shape {image.array.shape}")
-    # the predictor's canonical axial layout, so a volume stored sagittally or LPS trains on the slices it is
-    # later predicted on
-    oriented = reorient(image.array, image.affine, image.spacing)
-    array = oriented.array
+    canon, oriented = canonical(image)
+    array = canon.array
     mask = oriented.forward(mask) if mask is not None else None
-    keep = lung_slices(array, image.is_hu)
-    z_kept = np.flatnonzero(keep)
+    lung = lung_mask(canon) if canon.is_hu and array.shape[0] > 1 else None
+    plan = preprocessing.plan(canon, array, lung.labels if lung is not None and lung.available else None)
+    z_kept = np.flatnonzero(plan.run)
     if z_kept.size == 0:
         return []
-    y0, y1, x0, x1 = image_box(array, image.is_hu, image.bit_depth, keep)
-    scaled = normalize_array(array[z_kept], image.is_hu, image.bit_depth)
-    pixels = resize_slices(scaled[:, y0:y1, x0:x1], image_size, "bilinear").numpy()
+    image_size = preprocessing.size
+    pixels = preprocessing.pixels(canon, array, z_kept, plan.box).numpy()
     lesions = None
     if mask is not None:
-        lesions = (resize_slices((mask[z_kept, y0:y1, x0:x1] != 0).astype(np.float32), image_size,
-                                 "nearest").numpy() > 0.5)
+        lesions = preprocessing.mask_pixels(mask, z_kept, plan.box).numpy() > 0.5
     single = array.shape[0] == 1
     samples = []
     for i, z in enumerate(z_kept):
@@ -140,16 +136,18 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, image
     return samples
 
 
-def record_slices(record: VolumeRecord, image_size: int) -> list[dict]:
+def record_slices(record: VolumeRecord, preprocessing: Preprocessing) -> list[dict]:
     """Read one record's image (and mask) and cut it into samples."""
     image = read_image(record.image)
     mask = read_mask(record.mask, image) if record.mask else None
-    return image_slices(image, mask, record.label, image_size, collection=record.source)
+    return image_slices(image, mask, record.label, preprocessing, collection=record.source)
 
 
-def build_dataset(records: Sequence[object], image_size: int, transform=None, progress: bool = False) -> Dataset:
-    """A MONAI ``Dataset`` of the slices of ``records`` (see ``as_records``); ``transform`` is applied per
-    sample each time it is drawn (``covid_mtl.train.augment.train_transforms`` for training)."""
+def build_dataset(records: Sequence[object], preprocessing: Preprocessing, transform=None,
+                  progress: bool = False) -> Dataset:
+    """A MONAI ``Dataset`` of the slices of ``records`` (see ``as_records``) as ``preprocessing`` (the model's,
+    ``covid_mtl.nets.preprocessing.of_model``) cuts them; ``transform`` is applied per sample each time it is
+    drawn (``covid_mtl.train.augment.train_transforms`` for training)."""
     from tqdm.auto import tqdm
 
     from .augment import eval_transforms
@@ -157,7 +155,7 @@ def build_dataset(records: Sequence[object], image_size: int, transform=None, pr
     records = as_records(records)
     samples: list[dict] = []
     for record in tqdm(records, desc="reading", unit="image", disable=not progress):
-        samples.extend(record_slices(record, image_size))
+        samples.extend(record_slices(record, preprocessing))
     if not samples:
         raise CovidMTLError(f"no usable slices in {len(records)} training records (no lung-containing slices?)")
     return Dataset(samples, transform=transform or eval_transforms())

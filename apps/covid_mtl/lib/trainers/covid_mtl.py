@@ -23,6 +23,7 @@ from covid_mtl.nets.config import get_config
 from covid_mtl.train.losses import MultiTaskLoss
 from covid_mtl.nets.factory import build_model
 from covid_mtl.train.decision import decision_meta, trained_classes
+from covid_mtl.nets.preprocessing import Preprocessing, of_model
 from covid_mtl.train.samples import build_dataset, train_sampler
 from covid_mtl.train.selection import split_validation
 from covid_mtl.train.step import EpochStats, make_eval_iteration, make_train_iteration
@@ -94,11 +95,11 @@ class CovidMTLTrain(BasicTrainTask):
         # the core's one split, so `covid-mtl train` on the same images validates on the same ones
         return split_validation(context.datalist, float(context.request.get("val_split", 0.2)), seed=0)
 
-    def _image_size(self, context: Context) -> int:
-        return _unwrap(context.network).config.image_size
+    def _preprocessing(self, context: Context) -> Preprocessing:
+        return of_model(_unwrap(context.network))
 
     def train_data_loader(self, context: Context, num_workers: int = 0, shuffle: bool = True):
-        dataset = build_dataset(context.train_datalist, self._image_size(context), transform=train_transforms())
+        dataset = build_dataset(context.train_datalist, self._preprocessing(context), transform=train_transforms())
         context.covid_mtl_trained = trained_classes(dataset.data)
         if context.multi_gpu:  # MONAI Label's DDP path: each rank trains on its own share of the slices
             from torch.utils.data.distributed import DistributedSampler
@@ -110,7 +111,7 @@ class CovidMTLTrain(BasicTrainTask):
         return DataLoader(dataset, batch_size=context.train_batch_size, sampler=sampler, num_workers=num_workers)
 
     def val_data_loader(self, context: Context, num_workers: int = 0):
-        dataset = build_dataset(context.val_datalist, self._image_size(context), transform=eval_transforms())
+        dataset = build_dataset(context.val_datalist, self._preprocessing(context), transform=eval_transforms())
         steps = int(context.request.get("val_steps", 0))
         if steps > 0 and steps * context.val_batch_size < len(dataset):
             stride = len(dataset) / (steps * context.val_batch_size)
