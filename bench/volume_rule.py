@@ -7,10 +7,10 @@ analysis (``covid_mtl.measure.analysis``) on
 * the CT scans without known pneumonia: the three whole-chest LIDC series and the small real scans in
   ``../shared/data/real_ct`` (HU);
 * the 20 COVID-19 CT scans of the Inf-Net training portion in ``../shared/data/train`` (``infnet_unlabeled``: a
-  subset of each scan's slices as 8-bit lung-window crops). Their slices, in slice-number order and resized to
-  the scan's median size, are mapped back to HU through the lung window (-1350..150 HU; what the window clipped
-  stays clipped) with an assumed 0.7 mm pixel and 5 mm slice step, so the lung mask and the volume rule run on
-  them as on a CT. Their Semi-Inf-Net pseudo masks give a reference involvement (predicted masks, not ground
+  subset of each scan's slices as 8-bit lung-window crops, in slice-number order, resized to the scan's median
+  size). They are not in HU, so no lung mask: their "lung" is the dark part of the crops (below the stack's Otsu
+  threshold: aerated lung, which fills a lung crop), and the involvement is the predicted lesion over that plus
+  the lesion. Their Semi-Inf-Net pseudo masks give the same figure as a reference (predicted masks, not ground
   truth),
 
 prints per scan P(covid), the percent of lung the model's kept lesion covers and the call with and without the
@@ -37,23 +37,19 @@ CLEAN_CASES = [
     "totalsegmentator_example/example_ct.nii.gz",
     "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz",
 ]
-ASSUMED_SPACING = (5.0, 0.7, 0.7)
 CUTOFFS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 
 def infnet_volumes():
-    """``(name, Image, pseudo_mask)`` per Inf-Net COVID-19 scan, its slices mapped back to HU (see above)."""
+    """``(name, Image, pseudo_mask)`` per Inf-Net COVID-19 scan (8-bit slices stacked, see above)."""
     from PIL import Image as PILImage
 
-    from covid_mtl.demo.phantom import ras_affine
     from covid_mtl.image import Image
-    from covid_mtl.io.normalize import LUNG_WINDOW
 
     scans: dict[str, list] = defaultdict(list)
     for path in (INFNET / "Imgs").glob("*.jpg"):
         volume, number = path.stem.rsplit("_", 1)
         scans[volume].append((int(number), path))
-    low, high = LUNG_WINDOW
     for volume, slices in sorted(scans.items()):
         slices.sort()
         images = [PILImage.open(p).convert("L") for _, p in slices]
@@ -62,15 +58,20 @@ def infnet_volumes():
         w = int(np.median([im.width for im in images]))
         u8 = np.stack([np.asarray(im.resize((w, h), PILImage.BILINEAR), np.float32) for im in images])
         pseudo = np.stack([np.asarray(m.resize((w, h), PILImage.NEAREST)) > 127 for m in masks])
-        hu = low + u8 / 255.0 * (high - low)
-        image = Image(hu, ASSUMED_SPACING, ras_affine(hu.shape, ASSUMED_SPACING), True, volume)
-        yield volume.replace("Data-1_", ""), image, pseudo
+        yield volume.replace("Data-1_", ""), Image(u8, None, None, False, volume, bit_depth=8), pseudo
 
 
 def involvement(lesion: np.ndarray, lung: np.ndarray) -> float | None:
+    """Percent of (lung or lesion) voxels that are lesion."""
     lung = lung > 0
     whole = lung | (lesion > 0)
     return None if not whole.any() else 100.0 * float((lesion > 0)[whole].sum()) / float(whole.sum())
+
+
+def dark_part(image) -> np.ndarray:
+    from skimage.filters import threshold_otsu
+
+    return image.array < threshold_otsu(image.array)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                "classifier_call": None if p is None else ("covid" if p >= decision.threshold else "non-covid"),
                "percent_involved": measures.get("percent_involved"), "lesion_ml": measures.get("lesion_ml"),
                "lung_ml": measures.get("lung_ml"), "label": result["label"]}
-        if pseudo is not None and analysis.lung.labels is not None:
-            row["pseudo_percent_involved"] = involvement(pseudo, analysis.lung.labels)
+        if pseudo is not None:  # no HU, no lung mask: the dark part of the crops stands for the lungs
+            dark = dark_part(image)
+            row["percent_involved"] = involvement(analysis.mask(), dark)
+            row["pseudo_percent_involved"] = involvement(pseudo, dark)
+            held = decision.held_back({"covid": p}, row["percent_involved"]) if p is not None else False
+            row["label"] = "non-covid" if held else row["classifier_call"]
         rows.append(row)
         pct = row["percent_involved"]
         print(f"{kind:<6} {name[:52]:<52} P(covid) {p if p is None else round(p, 3)!s:<6} "
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  >= {cut:4.2f} %: COVID-19 scans called COVID-19 {entry['covid_called_covid']}/{entry['covid_scans']}"
               f"   scans without pneumonia called COVID-19 {entry['clean_called_covid']}/{entry['clean_scans']}")
     save("volume_rule", {"checkpoint": str(checkpoint), "decision": decision.as_dict(), "rows": rows,
-                         "sweep": sweep, "assumed_spacing_infnet": ASSUMED_SPACING})
+                         "sweep": sweep})
     return 0
 
 

@@ -1,9 +1,10 @@
 """The same scan gives the same answer however the file stores it (issue 13, item 6).
 
 The real chest crop (LPS on disk) is re-stored as RAS and as sagittal slices (axes transposed) with affines that
-describe the same patient; the predictor must give the same class, P(covid) within 0.02 and lesion volume within
-5 % (here: identical, since reorientation only reorders voxels), map the mask back onto each file's own grid,
-name the orientation it used and warn for the re-cut one.
+describe the same patient; the analysis must give the same class, P(covid) within 0.02 and lesion volume within
+5 % (here: identical, since reorientation only reorders voxels), the same lungs, zones and scores (measured once
+in the canonical layout, issue 19), map the mask back onto each file's own grid, name the orientation it used and
+warn for the re-cut one.
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def test_reorient_round_trip_and_codes():
 
 
 def test_same_scan_stored_three_ways_gives_the_same_answer(real_ct):
+    from covid_mtl.measure.analysis import analyze
+
     path = packaged_model_path()
     assert path, "the package ships a model"
     predictor = Predictor.from_checkpoint(path, device="cpu")
@@ -70,16 +73,26 @@ def test_same_scan_stored_three_ways_gives_the_same_answer(real_ct):
     results = {}
     for name, image in (("as stored", scan), ("flipped", restored(scan, flip_xy=True)),
                         ("sagittal", restored(scan, transpose_xz=True))):
-        prediction = predictor.predict(image)
-        assert prediction.mask.shape == image.array.shape
+        analysis = analyze(image, predictor)
+        mask = analysis.mask()
+        assert mask.shape == image.array.shape
         voxel_ml = float(np.prod(image.spacing)) / 1000
-        results[name] = (prediction, prediction.mask.sum() * voxel_ml, to_world_set(prediction.mask, image.affine))
-        assert prediction.geometry["orientation"] == "LPS"
-        assert ("warning" in prediction.geometry) == (name == "sagittal")
-    reference, ref_ml, ref_world = results["as stored"]
-    assert results["flipped"][0].geometry["input_orientation"] == "RAS"
-    for name, (prediction, ml, world) in results.items():
-        assert prediction.label == reference.label, name
-        assert prediction.probabilities["covid"] == pytest.approx(reference.probabilities["covid"], abs=0.02)
+        results[name] = (analysis, mask.sum() * voxel_ml, to_world_set(mask, image.affine),
+                         to_world_set(analysis.lung_labels() == 1, image.affine))
+        geometry = analysis.result["geometry"]
+        assert geometry["orientation"] == "LPS"
+        assert ("warning" in geometry) == (name == "sagittal")
+        assert ("resliced" in [w["name"] for w in analysis.result["warnings"]]) == (name == "sagittal")
+    reference, ref_ml, ref_world, ref_right = results["as stored"]
+    assert results["flipped"][0].result["geometry"]["input_orientation"] == "RAS"
+    ref_q = reference.result["quantification"]
+    for name, (analysis, ml, world, right) in results.items():
+        assert analysis.result["label"] == reference.result["label"], name
+        assert analysis.result["probabilities"]["covid"] == pytest.approx(
+            reference.result["probabilities"]["covid"], abs=0.02)
         assert ml == pytest.approx(ref_ml, rel=0.05, abs=0.05), name
         assert world == ref_world, f"{name}: the mask lands on other patient coordinates"
+        assert right == ref_right, f"{name}: the right lung is another set of voxels"
+        q = analysis.result["quantification"]
+        for key in ("lung_ml", "lesion_ml", "zone_severity_score", "zones", "lungs"):
+            assert q[key] == ref_q[key], (name, key)

@@ -168,9 +168,11 @@ def test_phantom_measures_within_tolerance(kind: str, seed: int) -> None:
     assert 0 < r["zone_severity_score"] <= 30
 
 
-def test_consolidation_beyond_the_margin_is_reported_not_counted() -> None:
+def test_consolidation_beyond_the_reach_is_reported_not_counted() -> None:
     """The price of keeping the lesion inside the air-based lung mask: a lobe consolidated solid (no air left, so
     no lung in the mask) is counted only near the aerated lung, and what is dropped is reported, not lost."""
+    from scipy import ndimage
+
     from covid_mtl.lungs.confine import REACH_MM, confine
 
     ph = make_phantom("other", 1)
@@ -179,16 +181,44 @@ def test_consolidation_beyond_the_margin_is_reported_not_counted() -> None:
     kept = confine(ph.lesion, lm.labels, ph.spacing)
     r = quantify(kept.lesion, lm, ph.spacing, dropped_voxels=kept.dropped_voxels)
     voxel_ml = float(np.prod(ph.spacing)) / 1000
-    assert kept.dropped_voxels > 0 and r["lesion_outside_lung_ml"] == pytest.approx(kept.dropped_voxels * voxel_ml, abs=1e-3)
-    assert r["lesion_ml"] + r["lesion_outside_lung_ml"] == pytest.approx((ph.lesion > 0).sum() * voxel_ml, abs=1e-3)
-    # what is kept outside the lung mask lies within the margin of it
-    from scipy import ndimage
-
-    beyond = (kept.lesion > 0) & (lm.labels == 0)
-    distance = ndimage.distance_transform_edt(lm.labels == 0, sampling=(1e6,) + ph.spacing[1:])  # in-plane only
     assert kept.dropped_voxels > 0.5 * (ph.lesion > 0).sum()
-    assert distance[beyond].max() <= REACH_MM + 1e-6
-    assert r["lesion_in_margin_ml"] == pytest.approx(beyond.sum() * voxel_ml, abs=1e-3)
+    assert r["lesion_outside_lung_ml"] == pytest.approx(kept.dropped_voxels * voxel_ml, abs=1e-3)
+    assert r["lesion_ml"] + r["lesion_outside_lung_ml"] == pytest.approx((ph.lesion > 0).sum() * voxel_ml, abs=1e-3)
+    beyond = (kept.lesion > 0) & (lm.labels == 0)  # what is kept outside the lung mask lies within the reach
+    distance = ndimage.distance_transform_edt(lm.labels == 0, sampling=(1e6,) + ph.spacing[1:])  # in-plane only
+    assert not beyond.any() or distance[beyond].max() <= REACH_MM + 1e-6
+
+
+def test_paint_outside_the_lungs_keeps_only_what_lies_in_them() -> None:
+    """A painted organ beside the lung (mostly outside it) keeps only its voxels in the lung mask; a lesion lying
+    mostly in the lung keeps its dense edge beside the mask."""
+    from covid_mtl.lungs.confine import confine
+
+    lung = np.zeros((6, 60, 60), bool)
+    lung[:, 10:50, 10:30] = True
+    organ = np.zeros_like(lung)
+    organ[1:5, 10:50, 28:50] = True  # 2 columns in the lung, 20 beside it
+    patch = np.zeros_like(lung)
+    patch[1:5, 20:30, 20:33] = True  # 10 columns in the lung, 3 beside it (the consolidated subpleural edge)
+    kept = confine(organ, lung, (5.0, 1.0, 1.0), superior_at_high_z=None)
+    assert (kept.lesion > 0).sum() == (organ & lung).sum() and kept.dropped_voxels == (organ & ~lung).sum()
+    kept = confine(patch, lung, (5.0, 1.0, 1.0), superior_at_high_z=None)
+    assert kept.dropped_voxels == 0
+
+
+def test_partial_volume_on_the_diaphragm_is_dropped() -> None:
+    """A thin "lesion" lying on the lung's footward surface is the dome of the diaphragm in a thick slice."""
+    from covid_mtl.lungs.confine import confine
+
+    lung = np.zeros((12, 40, 40), bool)
+    lung[4:12, 5:35, 5:35] = True  # lung above slice 4; below it the abdomen (head at high z)
+    on_dome = np.zeros_like(lung)
+    on_dome[4, 10:20, 10:20] = True
+    inside = np.zeros_like(lung)
+    inside[7:10, 10:20, 22:30] = True
+    kept = confine(on_dome | inside, lung, (2.5, 1.0, 1.0), superior_at_high_z=True)
+    assert not (kept.lesion[on_dome] > 0).any() and (kept.lesion[inside] > 0).all()
+    assert kept.dropped_on_diaphragm_voxels == on_dome.sum()
 
 
 # --- issue 14: self-checks as named warnings -----------------------------------------------------------------

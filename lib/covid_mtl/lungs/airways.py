@@ -49,9 +49,10 @@ def find_airways(air: np.ndarray, spacing: tuple[float, float, float] | None, mi
     if n == 0:
         return out
     boxes = ndi.find_objects(chains)
-    ids = np.arange(1, n + 1)
-    sizes = ndi.sum_labels(small, chains, ids)
-    centre_x = np.asarray(ndi.mean(np.broadcast_to(np.arange(air.shape[2]), air.shape), chains, ids))
+    zyx = np.nonzero(small)
+    ids = chains[zyx]
+    sizes = np.bincount(ids, minlength=n + 1)[1:].astype(float)  # bincount over the islands only: fast
+    centre_x = np.bincount(ids, weights=zyx[2], minlength=n + 1)[1:] / np.maximum(sizes, 1)
     best, best_size = 0, 0.0
     for i, box in enumerate(boxes):
         if box is None:

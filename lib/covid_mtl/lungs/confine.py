@@ -1,17 +1,24 @@
-"""The lesion mask kept: what the network paints inside the lungs, plus a thin margin at their edge.
+"""The lesion mask kept: what the network paints in the lungs, and the dense edge of lesions that lie in them.
 
 The network was trained on lung-cropped slices; on a whole chest CT it also paints the chest wall, the liver edge,
 bowel and the neck. Only the lungs can hold a COVID-19 lesion, so the mask that is written, shown and measured is
-the predicted lesion inside the lung mask grown by ``MARGIN_MM`` within each axial slice. The margin keeps
-subpleural consolidation, which is dense (about 0 HU) and so lies outside the air-based lung mask, where it
-abuts the pleura; 5 mm is the partial-volume rim of the lung mask at -400 HU plus a few millimetres of dense
-subpleural band. The price: a consolidation deeper than the margin into a lobe that no longer holds air is
-only counted up to the margin.
+built from the predicted lesion's 3D components:
+
+* a component with at least ``LUNG_SHARE`` of its voxels inside the (air-based) lung mask is a lung lesion: it
+  keeps its voxels inside the lung mask and those up to ``REACH_MM`` beside it in the same axial slice. That is
+  the margin for subpleural lesions: dense consolidation (about 0 HU) is not in the air-based mask where it abuts
+  the pleura, but its ground-glass halo is, so the patch is kept whole; the kept voxels beside the mask then join
+  the nearest lung (:func:`with_lesion`), so lung volume and percent involved count them;
+* a component lying mostly outside the lungs is paint on the chest wall, an organ or bowel: only its voxels inside
+  the lung mask are kept (none, usually).
+
+The price: a lobe consolidated solid (no air left, so no lung mask there) is counted only where it still touches
+aerated lung, up to ``REACH_MM``; and an organ painted as one piece with a lung lesion joins it up to that depth.
 
 One more place paints lesion that is not in the lung: the dome of the diaphragm. With slices of 2.5-5 mm a slice
 that cuts the top of a dome holds lung and liver, spleen or a contrast-filled stomach in one voxel, which reads
 as a ground-glass patch inside the lung (-480 HU on average on one of the staged LIDC scans, 9 mL of "lesion"
-over its gastric fundus). A lesion component lying on the diaphragm, ``DOME_SHARE`` or more of its lung voxels
+over its gastric fundus). A kept component lying on the diaphragm, ``DOME_SHARE`` or more of its lung voxels
 within ``DOME_MM`` above a voxel that is not lung, is that partial volume and is dropped too. The price: a
 lesion no thicker than ``DOME_MM`` lying on the dome is not counted (a thicker basal lesion keeps everything).
 
@@ -27,79 +34,70 @@ from scipy import ndimage as ndi
 
 from .shape import disk
 
-MARGIN_MM = 3.0
-"""In-plane distance from the lung mask within which a lesion voxel still counts as lung lesion."""
 REACH_MM = 10.0
-"""How far from the lung a lesion component that lies mostly in the lungs is still counted."""
+"""How far beside the lung mask (in-plane) a lesion that lies mostly in the lungs is still counted."""
 LUNG_SHARE = 0.5
-"""Share of a lesion component's voxels within the margin for it to count as a lung lesion up to ``REACH_MM``."""
+"""Share of a lesion component's voxels inside the lung mask for it to count as a lung lesion."""
 DOME_MM = 5.0
 """A lung voxel with a non-lung voxel this close below it (towards the feet) lies on the diaphragm."""
 DOME_SHARE = 0.7
 """A lesion component with at least this share of its lung voxels on the diaphragm is partial volume."""
+CONNECTIVITY = np.ones((3, 3, 3), bool)
 
 
 @dataclass(frozen=True)
 class Confined:
-    """``lesion``: uint8 (z, y, x), the kept lesion; ``dropped_voxels``: how many predicted voxels were outside."""
+    """``lesion``: uint8 (z, y, x), the kept lesion; ``dropped_voxels``: predicted voxels left out (of which
+    ``dropped_on_diaphragm_voxels`` as diaphragm partial volume)."""
 
     lesion: np.ndarray
     dropped_voxels: int
-    margin_mm: float = MARGIN_MM
     dropped_on_diaphragm_voxels: int = 0
 
 
-def lung_region(lung: np.ndarray, spacing: tuple[float, float, float] | None, margin_mm: float = MARGIN_MM,
-                where: np.ndarray | None = None) -> np.ndarray:
-    """The lung mask grown by ``margin_mm`` within each axial slice (pixels of 1 mm without spacing).
+def lung_region(lung: np.ndarray, spacing: tuple[float, float, float] | None, reach_mm: float,
+                where: np.ndarray) -> np.ndarray:
+    """Voxels of ``where`` within ``reach_mm`` of ``lung`` in their own axial slice (1 mm pixels without spacing).
 
-    ``where`` (optional, bool, same shape): only voxels there are needed, so the growing runs in their box."""
-    lung = np.asarray(lung, bool)
-    out = lung.copy()
-    pixel = min(spacing[1], spacing[2]) if spacing is not None else 1.0
-    radius = int(round(margin_mm / pixel))
-    if radius < 1 or not lung.any():
+    In-plane only, so a 5 mm slice does not reach the next organ; computed in the box of ``where``."""
+    out = np.zeros(lung.shape, bool)
+    if not where.any() or not lung.any():
         return out
-    box = tuple(slice(None) for _ in range(3))
-    if where is not None:
-        if not where.any():
-            return out
-        coords = np.argwhere(where)
-        low = np.maximum(coords.min(axis=0) - [0, radius, radius], 0)
-        high = np.minimum(coords.max(axis=0) + [1, radius + 1, radius + 1], lung.shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-    structure = disk(radius)[None]  # (1, d, d): in-plane only, so a 5 mm slice does not reach the next organ
-    out[box] = ndi.binary_dilation(lung[box], structure=structure)
+    pixel = min(spacing[1], spacing[2]) if spacing is not None else 1.0
+    radius = max(1, int(round(reach_mm / pixel)))
+    coords = np.argwhere(where)
+    low = np.maximum(coords.min(axis=0) - [0, radius, radius], 0)
+    high = np.minimum(coords.max(axis=0) + [1, radius + 1, radius + 1], lung.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    grown = ndi.binary_dilation(lung[box], structure=disk(radius)[None])
+    out[box] = grown & where[box]
     return out
 
 
 def confine(lesion: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float] | None,
-            margin_mm: float = MARGIN_MM, superior_at_high_z: bool | None = True) -> Confined:
-    """The predicted ``lesion`` (z, y, x) kept inside ``lung`` (bool or labels, same grid) plus the margin, without
-    the partial volume of the diaphragm (needs a volume with spacing and the head-foot direction)."""
+            superior_at_high_z: bool | None = True) -> Confined:
+    """The predicted ``lesion`` (z, y, x) kept by the rules above, given ``lung`` (bool or labels, same grid).
+    The diaphragm rule needs a volume with spacing and the head-foot direction."""
     lesion = np.asarray(lesion) > 0
     lung = np.asarray(lung) > 0
     if lesion.shape != lung.shape:
         raise ValueError(f"lesion mask shape {lesion.shape} differs from the lung mask's {lung.shape}")
+    keep = lesion & lung
     outside = lesion & ~lung
-    keep = lesion.copy()
     if outside.any():
-        near = lung_region(lung, spacing, margin_mm, where=outside)
-        keep &= near
-        far = lesion & ~near
-        if far.any():  # beyond the margin: only the components that lie mostly in the lungs, up to REACH_MM
-            pieces, n = ndi.label(lesion, structure=np.ones((3, 3, 3), bool))
-            ids = np.arange(1, n + 1)
-            share = ndi.sum_labels(keep, pieces, ids) / np.maximum(ndi.sum_labels(lesion, pieces, ids), 1)
-            lung_like = np.concatenate([[False], share >= LUNG_SHARE])[pieces]
-            if (far & lung_like).any():
-                keep |= far & lung_like & lung_region(lung, spacing, REACH_MM, where=far & lung_like)
+        pieces, n = ndi.label(lesion, structure=CONNECTIVITY)
+        inside = np.bincount(pieces[lesion & lung], minlength=n + 1)  # bincount over the lesion only: fast
+        size = np.bincount(pieces[lesion], minlength=n + 1)
+        lung_like = inside >= LUNG_SHARE * np.maximum(size, 1)
+        lung_like[0] = False
+        beside = outside & lung_like[pieces]
+        keep |= lung_region(lung, spacing, REACH_MM, beside)
     on_dome = 0
     if spacing is not None and superior_at_high_z is not None and lung.shape[0] > 2 and keep.any():
         dome = on_diaphragm(keep, lung, spacing, superior_at_high_z)
         on_dome = int(dome.sum())
         keep &= ~dome
-    return Confined(keep.astype(np.uint8), int(lesion.sum() - keep.sum()), margin_mm, on_dome)
+    return Confined(keep.astype(np.uint8), int(lesion.sum() - keep.sum()), on_dome)
 
 
 def on_diaphragm(lesion: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float],
@@ -108,41 +106,36 @@ def on_diaphragm(lesion: np.ndarray, lung: np.ndarray, spacing: tuple[float, flo
     reach = max(1, int(round(DOME_MM / spacing[0])))
     step = -1 if superior_at_high_z else 1  # towards the feet
     nz = lung.shape[0]
-    near = np.zeros(lung.shape, bool)  # lung voxels with non-lung within `reach` slices towards the feet
-    for k in range(1, reach + 1):
-        below = np.ones(lung.shape, bool)  # beyond the scan: unknown, taken as not lung
-        if step < 0:
-            below[k:] = ~lung[:nz - k]
-        else:
-            below[:nz - k] = ~lung[k:]
-        near |= below
-    near &= lung
-    pieces, n = ndi.label(lesion, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
+    pieces, n = ndi.label(lesion, structure=CONNECTIVITY)
+    zyx = np.argwhere(lesion & lung)
+    if n == 0 or zyx.size == 0:
         return np.zeros(lesion.shape, bool)
-    ids = np.arange(1, n + 1)
-    in_lung = ndi.sum_labels(lesion & lung, pieces, ids)
-    on = ndi.sum_labels(lesion & near, pieces, ids)
-    dome = np.concatenate([[False], (in_lung > 0) & (on >= DOME_SHARE * np.maximum(in_lung, 1))])
+    near = np.zeros(len(zyx), bool)  # lung voxels of the lesion with non-lung within `reach` slices footward
+    for k in range(1, reach + 1):
+        z = zyx[:, 0] + step * k
+        inside = (z >= 0) & (z < nz)
+        below_lung = np.zeros(len(zyx), bool)
+        below_lung[inside] = lung[z[inside], zyx[inside, 1], zyx[inside, 2]]
+        near |= ~below_lung  # beyond the scan counts as not lung
+    ids = pieces[tuple(zyx.T)]
+    in_lung = np.bincount(ids, minlength=n + 1)
+    on = np.bincount(ids, weights=near, minlength=n + 1)
+    dome = (in_lung > 0) & (on >= DOME_SHARE * np.maximum(in_lung, 1))
+    dome[0] = False
     return dome[pieces]
 
 
 def with_lesion(labels: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, int]:
-    """``labels`` (0 / right / left) with the kept lesion outside them given to the nearest lung: consolidation
-    beside the air-based mask is lung that no longer holds air, so lung volume and percent involved count it.
-    Returns the labels and how many voxels were added."""
+    """``labels`` (0 / right / left) with the kept lesion outside them given to the nearest lung in its slice:
+    consolidation beside the air-based mask is lung that no longer holds air, so lung volume and percent
+    involved count it. Returns the labels and how many voxels were added."""
     add = (np.asarray(kept) > 0) & (labels == 0)
     if not add.any() or not labels.any():
         return labels, 0
-    coords = np.argwhere(add)
-    pad = 2 * int(np.ceil(REACH_MM))  # voxels: enough for the nearest lung of anything within REACH_MM
-    low = np.maximum(coords.min(axis=0) - pad, 0)
-    high = np.minimum(coords.max(axis=0) + pad + 1, labels.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-    sub = labels[box]
-    if not sub.any():
-        return labels, 0
-    nearest = ndi.distance_transform_edt(sub == 0, return_distances=False, return_indices=True)
     out = labels.copy()
-    out[box][add[box]] = sub[tuple(nearest)][add[box]]
-    return out, int(add.sum())
+    for z in np.flatnonzero(add.any(axis=(1, 2))):
+        if not labels[z].any():
+            continue  # kept lesion beside lung is always in a slice with lung; nothing to join otherwise
+        nearest = ndi.distance_transform_edt(labels[z] == 0, return_distances=False, return_indices=True)
+        out[z][add[z]] = labels[z][nearest[0][add[z]], nearest[1][add[z]]]
+    return out, int((out != labels).sum())

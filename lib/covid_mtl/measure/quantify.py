@@ -13,6 +13,7 @@ lobe score, and is named so. With a TotalSegmentator lobe labelmap, ``lobe_sever
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -155,8 +156,8 @@ def quantify(
     labelmap on the same grid with ``lobe_labels`` values (TotalSegmentator v2 by default). ``warnings``: the
     self-checks of :mod:`covid_mtl.measure.checks` (``hu``, the CT in HU on the same grid, adds the check of
     dense voxels in the lung mask). ``dropped_voxels``: the predicted lesion voxels left out because they lie
-    outside the lungs (``covid_mtl.lungs.confine``); given, they are ``lesion_outside_lung_*`` and the kept voxels
-    outside the lung mask (its margin) are ``lesion_in_margin_*``; otherwise the lesion outside the lung mask is.
+    outside the lungs (``covid_mtl.lungs.confine``); given, they are ``lesion_outside_lung_*``; otherwise the
+    lesion outside the lung mask is.
     """
     lesion = np.asarray(lesion_mask) > 0
     if lesion.ndim == 2:
@@ -180,7 +181,6 @@ def quantify(
         "percent_involved": None,
         "lesion_outside_lung_voxels": None,
         "lesion_outside_lung_ml": None,
-        "lesion_in_margin_ml": None,
         "lungs": None,
         "zones": None,
         "zone_severity_score": None,
@@ -198,8 +198,18 @@ def quantify(
         labels = lung.labels
         if labels.shape != lesion.shape:
             raise CovidMTLError(f"lung mask shape {labels.shape} differs from the lesion mask's {lesion.shape}")
-        _lung_measures(out, lesion, lung, voxel_ml, bins, flags, dropped_voxels)
-        out["warnings"] = lung_checks(labels, lesion, voxel_ml, out["lungs"]["right"]["lung_voxels"],
+        # every measure lies in the lungs' and the lesion's in-plane box: a third of a chest CT's voxels
+        rows = np.flatnonzero((labels > 0).any(axis=(0, 2)) | lesion.any(axis=(0, 2)))
+        cols = np.flatnonzero((labels > 0).any(axis=(0, 1)) | lesion.any(axis=(0, 1)))
+        if rows.size:
+            box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            lesion_in, labels = lesion[box], labels[box]
+            lung = replace(lung, labels=labels)
+            hu = None if hu is None or hu.shape != lesion.shape else hu[box]
+        else:
+            lesion_in = lesion
+        _lung_measures(out, lesion_in, lung, voxel_ml, bins, flags, dropped_voxels)
+        out["warnings"] = lung_checks(labels, lesion_in, voxel_ml, out["lungs"]["right"]["lung_voxels"],
                                      out["lungs"]["left"]["lung_voxels"], out["lesion_outside_lung_voxels"], hu)
     if lobes is not None:
         out["lobes"], out["lobe_severity_score"] = _lobes(lesion, lobes, lobe_labels, voxel_ml, bins, flags)
@@ -209,10 +219,7 @@ def quantify(
 def _lung_measures(out, lesion, lung: LungMask, voxel_ml, bins, flags, dropped: int | None) -> None:
     labels = lung.labels
     whole = _region(lesion, labels > 0, voxel_ml, bins)
-    beyond = int((lesion & (labels == 0)).sum())
-    outside = beyond if dropped is None else int(dropped)
-    if dropped is not None:
-        out["lesion_in_margin_ml"] = _ml(beyond, voxel_ml)
+    outside = int((lesion & (labels == 0)).sum()) if dropped is None else int(dropped)
     out.update(
         lung_available=True,
         lung_ml=whole["lung_ml"],

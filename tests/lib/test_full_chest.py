@@ -1,0 +1,117 @@
+"""Whole chest CT series as radiologists load them (issue 19): neck above the apices, stomach and bowel below the
+diaphragm, the table and the reconstruction circle. The three LIDC-IDRI series in shared/ (none of the patients is
+known to have pneumonia) go through the one analysis with the packaged model.
+
+What the README beside the scans says is the reference: where each scan's lungs begin and end, where lidc0001's
+stomach and colon gas lie, where lidc0003's left-lower-lobe mass is. Skips cleanly without ``../shared``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from covid_mtl.io import read_image
+from covid_mtl.lungs.shape import LEFT_LUNG, RIGHT_LUNG
+from covid_mtl.measure.analysis import Analysis, analyze
+from covid_mtl.nets.packaged import packaged_model_path
+from covid_mtl.predict.predictor import Predictor
+
+torch.set_num_threads(1)
+
+# z (mm) of the highest and the lowest lung slice, from full_chest/README.md ("lungs reach", +-1 slice)
+LUNG_EXTENT_MM = {"lidc0001": (-27.5, -290.0), "lidc0002": (-36.0, -311.0), "lidc0003": (-76.0, -361.0)}
+SCANS = sorted(LUNG_EXTENT_MM)
+
+
+@pytest.fixture(scope="module")
+def analyses(real_ct: Path) -> dict[str, Analysis]:
+    predictor = Predictor.from_checkpoint(packaged_model_path(), device="cpu")
+    return {name: analyze(read_image(real_ct / "full_chest" / name), predictor) for name in SCANS}
+
+
+def _slice_z_mm(analysis: Analysis) -> np.ndarray:
+    """Patient z (mm, superior positive) of each canonical slice."""
+    affine = analysis.canonical.affine
+    return affine[2, 2] * np.arange(analysis.canonical.array.shape[0]) + affine[2, 3]
+
+
+@pytest.mark.parametrize("name", SCANS)
+def test_lungs_found_in_3d_stop_at_the_apices_and_the_diaphragm(analyses, name: str) -> None:
+    analysis = analyses[name]
+    lung, hu = analysis.lung, analysis.canonical.array
+    summary = lung.summary()
+    assert 2500 <= summary["total_ml"] <= 7500, summary
+    assert summary["right_ml"] > 1000 and summary["left_ml"] > 1000, summary
+    zs = _slice_z_mm(analysis)
+    step = abs(analysis.canonical.spacing[0])
+    has_lung = (lung.labels > 0).any(axis=(1, 2))
+    top, bottom = zs[has_lung].max(), zs[has_lung].min()
+    apex, base = LUNG_EXTENT_MM[name]
+    # no lung voxel in the neck above the apices, nor in the abdomen below the bases
+    assert apex - 2 * step <= top <= apex + 2 * step, (top, apex)
+    assert base - 2 * step <= bottom <= base + 2 * step, (bottom, base)
+    # nothing outside the body: neither the -2048 outside the reconstruction circle nor the air around the patient
+    assert not (lung.labels > 0)[hu < -1500].any()  # -2048 / -3024 out there; noise in air reaches -1160
+    for z in np.flatnonzero(has_lung):
+        air, n = ndimage.label(hu[z] < -500)
+        border = np.unique(np.concatenate([air[0], air[-1], air[:, 0], air[:, -1]]))
+        assert not np.isin(air[lung.labels[z] > 0], border[border > 0]).any(), z
+    # the patient's right lung lies at the patient's right (canonical x grows towards the left)
+    assert np.argwhere(lung.labels == RIGHT_LUNG)[:, 2].mean() < np.argwhere(lung.labels == LEFT_LUNG)[:, 2].mean()
+    # the trachea is left out of the lung mask and reported apart
+    assert 5 <= summary["airway_ml"] <= 150 and "airways_left_out" in summary["flags"]
+    assert "lungs_not_fully_covered" not in [w["name"] for w in analysis.result["warnings"]]
+
+
+def test_stomach_and_colon_gas_are_not_lung(analyses) -> None:
+    """lidc0001: gas bubbles in the stomach (z -240 to -260) and pockets in the colon's splenic flexure (z -217 to
+    -252), under the left dome of the diaphragm, beside the lung bases."""
+    analysis = analyses["lidc0001"]
+    zs = _slice_z_mm(analysis)
+    chosen = (zs >= -260) & (zs <= -217)
+    hu, labels = analysis.canonical.array[chosen], analysis.lung.labels[chosen]
+    pockets, n = ndimage.label(hu < -950)
+    voxel_ml = float(np.prod(analysis.canonical.spacing)) / 1000
+    sizes = np.bincount(pockets.ravel())[1:] * voxel_ml
+    gas = [i + 1 for i in np.flatnonzero(sizes >= 0.5)]
+    assert len(gas) >= 2  # the stomach and colon gas are there to be missed
+    for i in gas:
+        assert not (labels[pockets == i] > 0).any(), f"gas pocket of {sizes[i - 1]:.1f} mL taken as lung"
+
+
+@pytest.mark.parametrize("name", SCANS)
+def test_lesion_only_inside_the_lungs_and_only_lung_slices_run(analyses, name: str) -> None:
+    analysis = analyses[name]
+    mask, lung = analysis.mask(), analysis.lung_labels()
+    assert mask.shape == analysis.image.array.shape
+    assert not (mask > 0)[lung == 0].any()  # 0 mL of written lesion outside the lungs
+    run = analysis.prediction.lung_slices
+    has_lung = (analysis.lung.labels > 0).any(axis=(1, 2))
+    assert not run[~has_lung].any() and run.sum() >= 0.8 * has_lung.sum()
+    q = analysis.result["quantification"]
+    assert q["lesion_outside_lung_ml"] > q["lesion_ml"]  # the network paints outside; it is dropped, and said
+    # the class aggregates over the slices that ran, and the lungs hold too little lesion for COVID-19
+    assert analysis.result["aggregation"]["slices_used"] == run.sum()
+    assert analysis.result["label"] != "covid", analysis.result["statement"]
+
+
+@pytest.mark.parametrize("name", ["lidc0001", "lidc0002"])
+def test_lungs_without_pneumonia_hold_little_lesion(analyses, name: str) -> None:
+    assert analyses[name].result["quantification"]["lesion_ml"] < 30
+
+
+def test_lidc0003_lesion_sits_at_its_left_lower_lobe_mass(analyses) -> None:
+    """The readers' mass: posterior left lung, superior segment of the lower lobe, z -181.5 to -204 mm."""
+    analysis = analyses["lidc0003"]
+    lesion = analysis.lesion > 0
+    voxel_ml = float(np.prod(analysis.canonical.spacing)) / 1000
+    assert lesion.sum() * voxel_ml < 30
+    zs = _slice_z_mm(analysis)
+    near_mass = (zs >= -204 - 15) & (zs <= -181.5 + 15)
+    left = analysis.lung.labels == LEFT_LUNG
+    at_mass = lesion[near_mass] & left[near_mass]
+    assert at_mass.sum() >= 0.5 * lesion.sum(), (at_mass.sum() * voxel_ml, lesion.sum() * voxel_ml)
