@@ -14,7 +14,7 @@ _API = {
     "normalize": "io.normalize", "LUNG_WINDOW": "io.normalize",
     "get_config": "nets.config", "build_model": "nets.factory", "load_model": "nets.checkpoint",
     "save_checkpoint": "nets.checkpoint", "packaged_model_path": "nets.packaged",
-    "Predictor": "predict.predictor", "lung_mask": "lungs.mask",
+    "Predictor": "predict.predictor", "lung_mask": "lungs.mask", "analyze": "measure.analysis",
     "quantify": "measure.quantify", "summarize": "measure.summary", "make_phantom": "demo.phantom",
 }
 __all__ = sorted(_API)

@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import CovidMTLError
 from ..image import Image
 from .checks import check_shape
+from .dicom_decode import decode_all, is_compressed
 
 # Modalities whose pixel values are Hounsfield units once the rescale is applied.
 HU_MODALITIES = {"CT"}
@@ -115,6 +116,12 @@ def _pixels(ds, path: str) -> np.ndarray:
     return np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
 
 
+def _slice_pixels(path: str) -> np.ndarray:
+    """One file's pixels in HU as (frames, rows, cols) float32 (runs in decoding workers too)."""
+    pixels = _pixels(_dcmread(Path(path), header_only=False), path)
+    return pixels if pixels.ndim == 3 else pixels[None]
+
+
 def _affine(first, spacing_zyx: tuple[float, float, float], normal_step: np.ndarray | None) -> np.ndarray | None:
     iop, ipp = first.get("ImageOrientationPatient"), first.get("ImagePositionPatient")
     if iop is None or ipp is None:
@@ -184,11 +191,7 @@ def _read_dicom(path: Path, series_uid: str | None = None) -> Image:
             )
     headers, gap = _sort(headers, source)
     first = headers[0]
-    slices = []
-    for h in headers:
-        ds = _dcmread(Path(h.filename), header_only=False)
-        pixels = _pixels(ds, h.filename)
-        slices.append(pixels if pixels.ndim == 3 else pixels[None])
+    slices = decode_all([str(h.filename) for h in headers], _slice_pixels, is_compressed(first))
     array = np.ascontiguousarray(np.concatenate(slices, axis=0), dtype=np.float32)
     pixel_spacing = first.get("PixelSpacing")
     dy, dx = (float(pixel_spacing[0]), float(pixel_spacing[1])) if pixel_spacing else (None, None)

@@ -78,7 +78,7 @@ def measure_lines(measures: Mapping[str, Any]) -> list[str]:
     """Human-readable lines of the quantify() dict, in report order; warnings marked next to what they affect."""
     lines = [
         f"Lesion volume: {_fmt(measures.get('lesion_ml'), ' mL')}   "
-        f"(outside lung mask: {_fmt(measures.get('lesion_outside_lung_ml'), ' mL')})",
+        f"(painted outside the lungs, left out: {_fmt(measures.get('lesion_outside_lung_ml'), ' mL')})",
         f"Lung volume: {_fmt(measures.get('lung_ml'), ' mL')}{_marks(measures, 'lung_ml')}",
         f"Involved: {_fmt(measures.get('percent_involved'), ' %')}{_marks(measures, 'percent_involved')}",
     ]
@@ -176,7 +176,7 @@ def _classification(fig: Figure, prediction: Mapping[str, Any]) -> None:
     fig.text(0.05, 0.895, f"Classification: {label.upper()}", fontsize=14, weight="bold",
              color="firebrick" if label == "covid" else "black")
     if prediction.get("statement"):  # the model's claim with only the classes it was trained on
-        fig.text(0.05, 0.875, str(prediction["statement"]), fontsize=7.5)
+        fig.text(0.05, 0.878, "\n".join(textwrap.wrap(str(prediction["statement"]), 78)), fontsize=7.5, va="top")
     if not probabilities:
         return
     ax = fig.add_axes((0.55, 0.86, 0.38, 0.07))
