@@ -115,3 +115,21 @@ def test_lidc0003_lesion_sits_at_its_left_lower_lobe_mass(analyses) -> None:
     left = analysis.lung.labels == LEFT_LUNG
     at_mass = lesion[near_mass] & left[near_mass]
     assert at_mass.sum() >= 0.5 * lesion.sum(), (at_mass.sum() * voxel_ml, lesion.sum() * voxel_ml)
+
+
+def test_a_scan_that_cuts_the_lungs_says_so(analyses) -> None:
+    """lidc0001 cut at mid-lung (its upper half dropped): the lung mask reaches the cut, and the warning names it."""
+    from dataclasses import replace as with_fields
+
+    from covid_mtl.lungs.mask import lung_mask
+    from covid_mtl.measure.quantify import quantify
+
+    full = analyses["lidc0001"].canonical
+    has_lung = (analyses["lidc0001"].lung.labels > 0).any(axis=(1, 2))
+    middle = int(np.flatnonzero(has_lung).mean())
+    cut = with_fields(full, array=np.ascontiguousarray(full.array[:middle]))  # canonical: low z is the feet
+    lung = lung_mask(cut)
+    names = [w["name"] for w in quantify(np.zeros(cut.array.shape, np.uint8), lung, cut.spacing)["warnings"]]
+    assert "lungs_not_fully_covered" in names
+    whole = analyses["lidc0001"].result["quantification"]["warnings"]
+    assert "lungs_not_fully_covered" not in [w["name"] for w in whole]

@@ -87,6 +87,8 @@ def analyze(image: Image, predictor: Predictor, lobes: np.ndarray | None = None)
     timings = dict(prediction.timings, lung_mask_s=t_lung - start)
     prediction = replace(prediction, timings=timings)
     result = summarize(prediction, image, predictor, measures)
+    if "cls" in predictor.heads and prediction.probabilities is None:  # a HU volume in which no lung was found
+        result["statement"] = "no lung found in this scan: the network was not run and there is nothing to classify"
     result["timings"]["analysis_s"] = round(time.perf_counter() - start, 4)
     return Analysis(image, canon, oriented, prediction, lung, lesion, result)
 
