@@ -133,3 +133,16 @@ def test_a_scan_that_cuts_the_lungs_says_so(analyses) -> None:
     assert "lungs_not_fully_covered" in names
     whole = analyses["lidc0001"].result["quantification"]["warnings"]
     assert "lungs_not_fully_covered" not in [w["name"] for w in whole]
+
+
+def test_compressed_series_decode_the_same_in_worker_processes(real_ct: Path) -> None:
+    """The JPEG 2000 series are decoded by forked workers when long enough; they give the same HU."""
+    from covid_mtl.io.dicom import _slice_pixels
+    from covid_mtl.io.dicom_decode import decode_in_workers
+
+    paths = sorted(str(p) for p in (real_ct / "full_chest" / "lidc0001").glob("*.dcm"))[:12]
+    serial = [_slice_pixels(p) for p in paths]
+    parallel = decode_in_workers(paths, _slice_pixels)
+    assert len(parallel) == len(serial)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
