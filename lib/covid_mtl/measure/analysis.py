@@ -1,12 +1,13 @@
 """The one analysis of a scan: canonical layout -> lungs -> network on lung slices -> lesion inside the lungs ->
 measures -> outputs mapped back once. ``covid-mtl analyze``, the MONAI Label infer task and the benchmarks call
-:func:`analyze`, so a fix lands everywhere at once.
+:func:`analyze` (so do ``evaluate`` and the benchmarks), so a fix lands everywhere at once.
 
 1. the read image is reordered into the canonical axial layout once (``covid_mtl.io.geometry.canonical``);
 2. the lungs are found in 3D on that layout (``covid_mtl.lungs.mask``; not for images outside HU);
 3. the predictor runs the network on the slices that hold enough lung, cut to the lungs' box (the model's recorded
    preprocessing, ``covid_mtl.nets.preprocessing``);
-4. the lesion kept is what the network painted inside the lungs plus a thin margin (``covid_mtl.lungs.confine``);
+4. the lesion kept is what the network painted in the lungs, with the dense edge of lesions lying mostly in them
+   (``covid_mtl.lungs.confine``);
    what it painted elsewhere is dropped and reported as ``lesion_outside_lung_ml``; kept lesion beside the air-based
    lung mask (dense consolidation) joins the nearest lung, so lung volume and percent involved count it;
 5. measures, zones and the report views come from the canonical layout, so a scan stored RAS, LPS or sagittally
