@@ -1,7 +1,7 @@
 """The volume rule's evidence: how much of the lungs the model paints on scans with and without COVID-19.
 
 A whole chest CT is called COVID-19 only when the classifier says so *and* the lesion kept inside the lungs
-covers at least ``MIN_INVOLVED_PERCENT`` of the lung volume (``covid_mtl.predict.decision``). This runs the one
+covers at least ``MIN_INVOLVED_PERCENT`` of the lung volume (``covid_mtl.nets.decision``). This runs the one
 analysis (``covid_mtl.measure.analysis``) on
 
 * the CT scans without known pneumonia: the three whole-chest LIDC series and the small real scans in

@@ -73,6 +73,11 @@ def test_info_lists_tasks(server) -> None:
     assert "covid_mtl" in info["models"] and "covid_mtl" in info["trainers"]
     assert {"uncertainty", "random"} <= set(info["strategies"])
     assert "covid_mtl_uncertainty" in info["scoring"]
+    # what the Slicer module and the web page read instead of hard-coding (issue 22)
+    model = info["models"]["covid_mtl"]
+    assert model["classes"] == ["covid", "normal", "other"]
+    assert model["correction_classes"] == ["covid", "normal", "other", "non-covid"]
+    assert model["window"] == {"width": 1500.0, "level": -600.0}
 
 
 def test_infer_nifti_volume(server, tmp_path) -> None:

@@ -16,7 +16,7 @@ from covid_mtl.nets.checkpoint import load_model, save_checkpoint
 from covid_mtl.nets.config import get_config
 from covid_mtl.nets.factory import build_model
 from covid_mtl.nets.preprocessing import DEFAULTS, Preprocessing, of_model
-from covid_mtl.predict.decision import Decision
+from covid_mtl.nets.decision import Decision
 from covid_mtl.predict.predictor import Predictor
 from covid_mtl.train.samples import image_slices
 

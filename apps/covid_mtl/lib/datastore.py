@@ -3,7 +3,7 @@
 MONAI Label's LocalDatastore copies whatever it is given and writes its in-memory copy of the datastore back on
 every change. Here:
 - uploads are read with ``covid_mtl.io.read_image`` before anything is written; a label must lie on its image's
-  grid (shape and affine, ``geometry.grid_difference``) and hold only 0 and 1;
+  grid (shape and affine, ``covid_mtl.io.grid``) and hold only 0 and 1;
 - every change is a read-modify-write of the file on disk under the file lock (``datastore_file.change``): a task
   process (scoring, training) cannot write back a stale copy, and a change that fails changes nothing;
 - an existing image id is replaced only on request (``{"replace": true}``), and then its labels are deleted;
@@ -24,13 +24,13 @@ from fastapi import HTTPException
 from filelock import FileLock
 from lib import datastore_file
 from lib.datastore_file import STAGING_PREFIX
-from lib.geometry import grid_difference
 from lib.http_errors import to_http
 from lib.http_guard import max_upload_bytes
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
 from covid_mtl.io import SUPPORTED_SUFFIXES, read_image
+from covid_mtl.io.grid import grid_difference
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException
 

@@ -33,7 +33,7 @@ import torch
 from monai.metrics import compute_dice
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from ..train.decision import youden_threshold  # one Youden rule for training and evaluation
+from ..nets.decision import most_probable, youden_threshold  # one rule each for training, prediction, evaluation
 from ..errors import CovidMTLError
 from ..image import CLASSES, LABELS
 
@@ -250,7 +250,7 @@ def multiclass_metrics(labels: Sequence[str], probabilities: np.ndarray) -> dict
         return None
     if not np.all(np.isfinite(probs)):
         raise CovidMTLError("class probabilities contain NaN or infinity")
-    y_pred = probs.argmax(axis=1)
+    y_pred = np.array([CLASSES.index(most_probable(dict(zip(CLASSES, row)))) for row in probs], dtype=int)
     cm = confusion_matrix(y_true, y_pred, labels=list(range(len(CLASSES))))
     per_class: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(CLASSES):

@@ -11,7 +11,7 @@ measures -> outputs mapped back once. ``covid-mtl analyze``, the MONAI Label inf
    what it painted elsewhere is dropped and reported as ``lesion_outside_lung_ml``; kept lesion beside the air-based
    lung mask (dense consolidation) joins the nearest lung, so lung volume and percent involved count it;
 5. measures, zones and the report views come from the canonical layout, so a scan stored RAS, LPS or sagittally
-   gets the same numbers; the volume rule of ``covid_mtl.predict.decision`` turns the classifier's P(covid) and
+   gets the same numbers; the volume rule of ``covid_mtl.nets.decision`` turns the classifier's P(covid) and
    the lungs' involvement into the call;
 6. the lesion mask and the lung labels go back to the input grid once (:meth:`Analysis.mask`).
 """

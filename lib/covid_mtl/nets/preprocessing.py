@@ -88,6 +88,12 @@ class Preprocessing:
             raise CovidMTLError(f"checkpoint preprocessing size {out.size} differs from the model's {size}")
         return out
 
+    def display_window(self) -> dict[str, float]:
+        """The window as a viewer's width and level (W 1500 / L -600): what the Slicer module and the web page
+        show the CT with, so the radiologist sees what the model saw."""
+        low, high = self.window
+        return {"width": float(high - low), "level": float((low + high) / 2)}
+
     def as_meta(self) -> dict[str, Any]:
         """Plain types for ``save_checkpoint(meta={"preprocessing": ...})``."""
         record = asdict(self)

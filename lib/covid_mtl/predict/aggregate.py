@@ -7,7 +7,7 @@ every slice for non-HU images), with ``k = max(1, ceil(top_fraction * n))``:
 * P(other) = mean of the k highest slice P(other),
 * P(normal) = mean of the k *lowest* slice P(normal),
 
-and the label is the class with the highest volume probability. Why: COVID-19 and other infections are focal,
+and the served model's decision (``covid_mtl.nets.decision``) names a class from them. Why: COVID-19 and other infections are focal,
 so a volume is abnormal when some of its slices are (a plain mean over 300 slices would drown a few lesion
 slices); a volume is normal only when all of it is, hence its least normal slices decide. Averaging k slices
 rather than taking the single maximum keeps one noisy slice from flipping the call. A 2D image (one slice) gets
@@ -31,7 +31,6 @@ TOP_FRACTION = 0.1
 @dataclass
 class Aggregation:
     probabilities: dict[str, float]
-    label: str
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,7 +65,6 @@ def aggregate(slice_probabilities: np.ndarray, lung: np.ndarray, top_fraction: f
         picked = order[:k]
         volume[name] = float(values[picked].mean())
         chosen[name] = [int(z) for z in z_used[picked]]
-    label = max(CLASSES, key=lambda name: volume[name])
     details = {
         "rule": "top_k_mean",
         "description": "covid/other: mean of the k highest slice probabilities; normal: mean of the k lowest; "
@@ -78,4 +76,4 @@ def aggregate(slice_probabilities: np.ndarray, lung: np.ndarray, top_fraction: f
         "fallback_all_slices": bool(fallback),
         "slices_chosen": chosen,
     }
-    return Aggregation(probabilities=volume, label=label, details=details)
+    return Aggregation(probabilities=volume, details=details)

@@ -43,7 +43,7 @@ from ..nets.checkpoint import load_model
 from ..nets.preprocessing import Preprocessing, of_model
 from ..nets.network import probabilities
 from .aggregate import TOP_FRACTION, aggregate
-from .decision import Decision
+from ..nets.decision import Decision
 
 THRESHOLD = 0.5
 

@@ -36,7 +36,7 @@ from ..nets.config import get_config, parse_tasks
 from ..errors import CovidMTLError
 from .losses import MultiTaskLoss
 from ..nets.factory import build_model
-from .decision import decision_meta, trained_classes
+from .decision import trained_classes, validated_decision
 from ..nets.preprocessing import Preprocessing, of_model
 from .samples import as_records, build_dataset, count_samples, train_sampler
 from .selection import is_better, split_validation
@@ -226,7 +226,7 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
         row.update({f"val_{k}": v for k, v in val_stats.compute().items()})
         result.history.append(row)
         meta = {"epoch": row["epoch"], "steps": row["steps"], "metrics": row, "train_settings": settings,
-                "decision": decision_meta(trained, val_stats)}
+                "decision": validated_decision(trained, val_stats).as_meta()}
         save_checkpoint(result.last_checkpoint, model, meta)
         if is_better(row["val_score"], result.best_score):
             result.best_score, result.best_epoch = row["val_score"], row["epoch"]

@@ -19,11 +19,12 @@ from lib.datastore import read_or_422
 from lib.http_errors import ModelUnavailable
 
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.image import CLASSES, Image
+from covid_mtl.image import CLASSES, LABELS, Image
 from covid_mtl.io import write_mask
 from covid_mtl.predict.predictor import Predictor
 from covid_mtl.measure.analysis import analyze
 from covid_mtl.measure.summary import model_version
+from covid_mtl.nets.preprocessing import DEFAULTS
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class CovidMTLInfer(InferTask):
     def info(self) -> Dict[str, Any]:
         info = super().info()
         info["classes"] = list(CLASSES)
+        info["correction_classes"] = list(LABELS)  # what a correction may carry (PUT /datastore/label info)
         # A version, never a server path (/info/ is open to every user).
         info["model"] = model_version(self._predictor) if self._predictor is not None else None
+        # The HU window the model sees, for viewers to show the CT as the model saw it (Slicer module, web page).
+        info["window"] = (self._predictor.preprocessing if self._predictor is not None else DEFAULTS).display_window()
         return info
 
     def is_valid(self) -> bool:

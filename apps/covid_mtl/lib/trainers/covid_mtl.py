@@ -22,7 +22,7 @@ from covid_mtl.nets.checkpoint import load_model, save_checkpoint
 from covid_mtl.nets.config import get_config
 from covid_mtl.train.losses import MultiTaskLoss
 from covid_mtl.nets.factory import build_model
-from covid_mtl.train.decision import decision_meta, trained_classes
+from covid_mtl.train.decision import trained_classes, validated_decision
 from covid_mtl.nets.preprocessing import Preprocessing, of_model
 from covid_mtl.train.samples import build_dataset, train_sampler
 from covid_mtl.train.selection import split_validation
@@ -238,7 +238,7 @@ class CovidMTLTrain(BasicTrainTask):
         }
         val_stats = getattr(context, "covid_mtl_val_stats", None)
         if val_stats is not None and "cls" in _unwrap(context.network).tasks:
-            meta["decision"] = decision_meta(getattr(context, "covid_mtl_trained", []), val_stats.stats)
+            meta["decision"] = validated_decision(getattr(context, "covid_mtl_trained", []), val_stats.stats).as_meta()
         save_checkpoint(self.published_path, _unwrap(context.network), meta=meta)
         logger.info(f"covid_mtl: published model (epoch {meta['epoch']}, {meta['metric']}={meta['best_metric']:.4f})")
 

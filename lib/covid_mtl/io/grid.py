@@ -1,12 +1,19 @@
-"""Does a label lie on its image's voxel grid? Shape alone is not enough: a mask whose affine is mirrored,
-transposed, shifted or rescaled has the right shape and would teach training a wrong lesion position."""
+"""The one grid-equality rule: does a label lie on its image's voxel grid?
+
+Shape alone is not enough: a mask whose affine is mirrored, transposed, shifted or rescaled has the right shape and
+would teach training a wrong lesion position. Two grids are the same when their shapes are equal and every origin
+and axis-vector component of their affines differs by at most ``TOLERANCE_VOXELS`` of the image's smallest voxel
+side. The server (``PUT /datastore/label``) applies it through :func:`grid_difference`; the Slicer module keeps a
+copy of :func:`same_grid` (``CovidMTLLib/scene.py``: Slicer's Python lacks this package), and
+``tests/slicer/test_grid_rule.py`` checks the two agree.
+"""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
-from covid_mtl.image import Image
+from ..image import Image
 
 TOLERANCE_VOXELS = 0.01
 """Allowed difference of origin and axis vectors, as a fraction of the image's smallest voxel side (a label
@@ -24,6 +31,20 @@ def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
+def tolerance_mm(affine: np.ndarray) -> float:
+    """The rule's tolerance in mm for a grid with this affine (its smallest voxel side times ``TOLERANCE_VOXELS``)."""
+    sides = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    return TOLERANCE_VOXELS * float(max(min(sides), 1e-6))
+
+
+def same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
+    """Whether grid ``a`` lies on grid ``b`` (``b`` is the reference whose voxel size sets the tolerance)."""
+    if tuple(shape_a) != tuple(shape_b):
+        return False
+    a, b = np.asarray(affine_a, float), np.asarray(affine_b, float)
+    return bool(np.all(np.abs(a[:3, :] - b[:3, :]) <= tolerance_mm(b)))
+
+
 def grid_difference(label: Image, image: Image) -> Optional[str]:
     """None when ``label`` lies on ``image``'s grid, else what differs (shape first, then the affine)."""
     if tuple(label.shape) != tuple(image.shape):
@@ -32,8 +53,8 @@ def grid_difference(label: Image, image: Image) -> Optional[str]:
         return None
     la, ia = np.asarray(label.affine, float), np.asarray(image.affine, float)
     lz, iz = np.linalg.norm(la[:3, :3], axis=0), np.linalg.norm(ia[:3, :3], axis=0)
-    tol = TOLERANCE_VOXELS * float(max(min(iz), 1e-6))
-    if np.all(np.abs(la[:3, :] - ia[:3, :]) <= tol):
+    tol = tolerance_mm(ia)
+    if same_grid(label.shape, la, image.shape, ia):
         return None
     problems = []
     ld, idir = la[:3, :3] / np.maximum(lz, 1e-12), ia[:3, :3] / np.maximum(iz, 1e-12)
