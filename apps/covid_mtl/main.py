@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Dict
 
-from fastapi import HTTPException
-from lib import endpoint_hooks, http_guard
+from lib import endpoint_hooks, http_guard, monailabel_compat
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.configs.covid_mtl import CovidMTLConfig
 from lib.datastore import ValidatingDatastore
+from lib.errors import UnknownTask
 from lib.infer_request import check_infer_image
 from lib.params import refuse_final_tag
 from lib.scoring.uncertainty import UncertaintyScoring
 from lib.sessions import ValidatingSessions
+from lib.settings import AppSettings
 
+from covid_mtl.io.checks import set_max_image_mb
 import monailabel
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -46,16 +47,16 @@ def _ensure_pythonpath(app_dir: str) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(parts)
 
 
-class CovidMTLApp(MONAILabelApp):
+class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         _ensure_pythonpath(app_dir)
-        # The guard, the datastore and the readers read the environment (so do task subprocesses).
-        if conf.get("max_upload_mb"):
-            os.environ["COVID_MTL_MAX_UPLOAD_MB"] = str(float(conf["max_upload_mb"]))
-        if conf.get("max_image_mb"):
-            os.environ["COVID_MTL_MAX_IMAGE_MB"] = str(float(conf["max_image_mb"]))
-        if "monailabel.app" in sys.modules:  # the server process; task subprocesses have no HTTP app
-            http_guard.install(sys.modules["monailabel.app"].app)
+        # Read once, here, and handed to what uses them (task subprocesses get the same conf and environment).
+        self.settings = AppSettings.read(conf)
+        monailabel_compat.check_version(allow=self.settings.allow_unsupported_monailabel)
+        set_max_image_mb(self.settings.max_image_mb)
+        fastapi_app = monailabel_compat.server_fastapi_app()
+        if fastapi_app is not None:  # the server process; task subprocesses have no HTTP app
+            http_guard.install(fastapi_app, self.settings)
             endpoint_hooks.install()
         self.model_dir = os.path.join(app_dir, "model")
         self.task_config = CovidMTLConfig()
@@ -65,8 +66,8 @@ class CovidMTLApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="covid-mtl",
-            description="COVID-19 / normal / other-infection classification and COVID lesion segmentation "
-            "from chest CT (multi-task network after Amyar et al. 2020)",
+            description="COVID-19 classification (the classes its model was trained on) and COVID lesion "
+            "segmentation from chest CT (multi-task network after Amyar et al. 2020)",
             version=monailabel.__version__,
             labels=["covid_lesion"],
         )
@@ -75,29 +76,31 @@ class CovidMTLApp(MONAILabelApp):
         """Refuse unknown models and ids, client-chosen server paths and the ``final`` tag before MONAI Label
         resolves them. Batch infer (in its task subprocess) calls this for every image too."""
         model = request.get("model")
-        if model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; available: {sorted(self._infers)}")
+        infers = self.task_names("infers")
+        if model not in infers:
+            raise UnknownTask("model", model, infers)
         refuse_final_tag(request)  # MONAI Label saves the prediction under request["label_tag"]
         check_infer_image(request, datastore or self.datastore(), self.sessions())
         return super().infer(request, datastore)
 
-    def _load_sessions(self, load=False):
+    def load_sessions(self, load: bool = False):
         if not load:
             return None
         return ValidatingSessions(settings.MONAI_LABEL_SESSION_PATH, settings.MONAI_LABEL_SESSION_EXPIRY)
 
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"
-        if strategy not in self._strategies:
-            raise HTTPException(status_code=404,
-                                detail=f"unknown strategy {strategy!r}; available: {sorted(self._strategies)}")
+        strategies = self.task_names("strategies")
+        if strategy not in strategies:
+            raise UnknownTask("strategy", strategy, strategies)
         return super().next_sample(request)
 
     def bundle_path(self, model):
         """MONAI Label asks this (in the server process) before starting a train/batch-infer task: the one place
-        an unknown model name can be refused with 404 instead of a background task that fails later."""
-        if model is not None and model not in self._trainers and model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; trainers: {sorted(self._trainers)}")
+        an unknown model name can be refused (not found) instead of a background task that fails later."""
+        trainers = self.task_names("trainers")
+        if model is not None and model not in trainers and model not in self.task_names("infers"):
+            raise UnknownTask("model", model, trainers)
         return super().bundle_path(model)
 
     def init_datastore(self) -> Datastore:
@@ -108,6 +111,7 @@ class CovidMTLApp(MONAILabelApp):
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            settings=self.settings,
         )
 
     def init_infers(self) -> Dict[str, InferTask]:

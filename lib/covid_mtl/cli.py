@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from .errors import CovidMTLError
+from .io.checks import max_image_mb_from_env, set_max_image_mb
 
 COMMAND_MODULES = ("sample_data", "prepare_data", "train", "evaluate", "experiment", "analyze")
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_max_image_mb(max_image_mb_from_env())  # the one read of the environment, at start-up
     try:
         return int(args.func(args) or 0)
     except CovidMTLError as exc:

@@ -6,7 +6,7 @@ import torch
 
 from covid_mtl.nets.checkpoint import load_checkpoint, load_model, save_checkpoint
 from covid_mtl.nets.config import get_config
-from covid_mtl.errors import CovidMTLError
+from covid_mtl.errors import CovidMTLError, ModelFileError
 from covid_mtl.image import CLASSES
 from covid_mtl.nets.factory import build_model
 
@@ -70,18 +70,18 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     assert os.listdir(tmp_path) == ["model.pt"]
 
 
-def test_bad_files_raise_covid_mtl_errors(tmp_path):
-    with pytest.raises(CovidMTLError, match="not found"):
+def test_bad_files_raise_model_file_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CovidMTLError, match="not a readable"):
+    with pytest.raises(ModelFileError, match="not a readable"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(CovidMTLError, match="not a covid-mtl checkpoint"):
+    with pytest.raises(ModelFileError, match="not a covid-mtl checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
     path = save_checkpoint(tmp_path / "m.pt", trained_a_little("seg"))
     payload = torch.load(path, weights_only=True)
     payload["config"]["features"] = [8, 8, 8, 8, 8]
     torch.save(payload, tmp_path / "mismatch.pt")
-    with pytest.raises(CovidMTLError, match="do not fit"):
+    with pytest.raises(ModelFileError, match="do not fit"):
         load_model(tmp_path / "mismatch.pt")

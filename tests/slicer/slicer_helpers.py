@@ -1,13 +1,28 @@
-"""Helpers shared by the Slicer module's tests: synthetic volumes on an oblique grid, NIfTI comparisons."""
+"""Helpers shared by the Slicer module's tests: synthetic volumes on an oblique grid, NIfTI comparisons, a recorded
+server."""
 from __future__ import annotations
 
+import copy
+import gzip
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import nibabel as nib
 import numpy as np
 import slicer
+
+from CovidMTLLib.client import Part
+
+# GET /info/ of a covid-mtl server, as far as the module reads it (the real server's reply: test_slicer_logic.py).
+SERVER_INFO = {
+    "name": "covid-mtl", "version": "0.8.5",
+    "models": {"covid_mtl": {"type": "segmentation", "labels": {"covid_lesion": 1},
+                             "classes": ["covid", "normal", "other"],
+                             "correction_classes": ["covid", "normal", "other", "non-covid"],
+                             "window": {"width": 1500.0, "level": -600.0}}},
+    "trainers": {"covid_mtl": {}}, "strategies": {"uncertainty": {}, "random": {}},
+}
 
 
 def oblique_ijk_to_ras() -> np.ndarray:
@@ -52,3 +67,27 @@ def application_scene() -> Iterator["slicer.vtkMRMLScene"]:
     finally:
         colors.SetMRMLScene(None)
         scene.Clear(True)
+
+
+class RecordedServer:
+    """Stands in for the HTTP client: ``/info/`` and one Classify & Segment (a fixed reply, a mask on the volume's
+    grid). Everything on the Slicer side stays real MRML; the real server's replies are test_slicer_logic.py's."""
+
+    url = "http://recorded.invalid"
+
+    def __init__(self, reply: dict, mask_zyx: np.ndarray, ijk_to_ras: np.ndarray, info: Optional[dict] = None):
+        self.reply = reply
+        self.server_info = copy.deepcopy(SERVER_INFO if info is None else info)
+        self.infers: list[tuple[str, str]] = []
+        image = nib.Nifti1Image(np.ascontiguousarray(mask_zyx.transpose(2, 1, 0)), ijk_to_ras)
+        self.mask = gzip.compress(image.to_bytes())
+
+    def info(self) -> dict[str, Any]:
+        return self.server_info
+
+    def has_image(self, image_id: str) -> bool:
+        return True
+
+    def infer(self, model: str, image_id: str, params=None):
+        self.infers.append((model, image_id))
+        return self.reply, Part("image", "mask.nii.gz", "application/gzip", self.mask)

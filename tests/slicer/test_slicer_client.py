@@ -90,6 +90,13 @@ def test_classify_refuses_a_labelmap_or_no_volume(scene, oblique_ct):
             logic.classify_and_segment(node)
 
 
+def test_submit_without_a_class_says_choose_one(scene, oblique_ct):
+    logic = CovidMTLLogic(scene, closed_port_url())
+    for nothing in ("", None):
+        with pytest.raises(CovidMTLLogicError, match="Choose the class of this case"):
+            logic.submit_correction(oblique_ct, nothing)
+
+
 def test_submit_without_segmentation_says_classify_first(scene, oblique_ct):
     logic = CovidMTLLogic(scene, closed_port_url())
     with pytest.raises(CovidMTLLogicError, match="run Classify & Segment first"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +20,7 @@ import vtk.util.numpy_support
 
 from CovidMTLLib import scene as mrml
 from CovidMTLLib.client import CovidMTLLogicError
-from CovidMTLLib.logic import CORRECTION_CLASSES, IMAGE_ID_ATTRIBUTE, SEGMENT_NAME, CovidMTLLogic
+from CovidMTLLib.logic import IMAGE_ID_ATTRIBUTE, SEGMENT_NAME, CovidMTLLogic
 from tests.server import copy_studies, running_server
 from tests.slicer.slicer_helpers import application_scene, nifti_zyx
 
@@ -110,9 +109,22 @@ def test_connect_shows_what_the_server_offers(logic):
     assert logic.server_url in text and "Models: covid_mtl" in text
 
 
-def test_classify_builds_aligned_segmentation_and_returns_the_prediction(server, classified):
+def test_connect_learns_model_classes_strategy_and_window_from_the_server(server, module_scene):
+    logic = CovidMTLLogic(module_scene, server.url, timeout=60)
+    assert logic.served is None and logic.correction_classes == ()
+    logic.connect()
+    published = requests.get(server.url + "/info/", timeout=30).json()["models"]["covid_mtl"]
+    served = logic.served
+    assert served.name == "covid_mtl" and list(served.classes) == published["classes"]
+    assert set(served.correction_classes) == set(published["classes"]) | {"non-covid"}
+    assert served.strategy == "uncertainty" and served.trainer == "covid_mtl"
+    # the lung window the served model was trained with (W 1500 / L -600), published or the logic's fallback
+    assert served.window == logic.lung_window == (1500.0, -600.0)
+
+
+def test_classify_builds_aligned_segmentation_and_returns_the_prediction(server, logic, classified):
     volume, result, steps, idles = classified
-    assert result.label in CORRECTION_CLASSES and result.label == result.details["label"]
+    assert result.label in logic.correction_classes and result.label == result.details["label"]
     # only the classes the served model was trained on (issue 12), and its statement in words on the panel
     assert set(result.probabilities) == set(result.details["probabilities"]) and "covid" in result.probabilities
     assert all(0.0 <= p <= 1.0 for p in result.probabilities.values())
@@ -130,6 +142,13 @@ def test_classify_builds_aligned_segmentation_and_returns_the_prediction(server,
     percents = [percent for _, percent in steps]
     assert percents == sorted(percents) and percents[-1] == 100
     assert idles, "the idle hook (slicer.app.processEvents in Slicer) was never called during the requests"
+
+
+def test_classify_shows_the_ct_in_the_models_lung_window(logic, classified):
+    volume, _, _, _ = classified  # read from a file without a display node, then classified
+    display = volume.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == logic.served.window == (1500.0, -600.0)
+    assert not display.GetAutoWindowLevel()
 
 
 def test_uploaded_image_is_the_volume_on_its_grid_and_is_not_uploaded_twice(server, logic, classified):
@@ -192,12 +211,13 @@ def test_next_case_loads_an_unlabelled_image(server, logic, module_scene):
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), voxels)
     np.testing.assert_allclose(mrml.ijk_to_ras(node), affine, atol=1e-3)
     assert logic.ensure_image_on_server(node) == image_id  # known to the server: classified without an upload
+    assert (node.GetDisplayNode().GetWindow(), node.GetDisplayNode().GetLevel()) == logic.lung_window
 
 
 def test_real_ct_is_classified_on_its_own_grid(logic, module_scene, real_ct):
     volume = mrml.read_volume(module_scene, real_ct / REAL_CT, "example_ct_sm")
     result = logic.classify_and_segment(volume)
-    assert result.label in CORRECTION_CLASSES
+    assert result.label in logic.correction_classes
     assert_segmentation_matches(volume, result)
 
 

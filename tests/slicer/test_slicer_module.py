@@ -48,6 +48,23 @@ def test_widget_uses_only_widgets_defined_in_the_ui_file():
     assert used <= set(widgets), f"missing in {UI_FILE.name}: {sorted(used - set(widgets))}"
 
 
+def test_widget_reads_the_panel_state_from_the_parameter_node_only():
+    """The widgets' values (URL, volume, class, epochs) are read in one method, which writes them into the
+    parameter node; every slot takes what it needs from the node. Checked on the source: no Qt here."""
+    tree = ast.parse((MODULE_DIR / "CovidMTL.py").read_text())
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CovidMTLWidget")
+    reads = {}
+    for method in (n for n in widget.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(method):
+            on_ui_widget = (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                            and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "ui")
+            if on_ui_widget and isinstance(node.ctx, ast.Load) and node.attr in {"currentNode", "currentText",
+                                                                                  "text", "value"}:
+                reads.setdefault(method.name, set()).add(f"{node.value.attr}.{node.attr}")
+    assert reads == {"updateParameterNodeFromGUI": {"serverUrlLineEdit.text", "inputVolumeSelector.currentNode",
+                                                    "classComboBox.currentText", "maxEpochsSpinBox.value"}}
+
+
 def test_ui_file_root_and_volume_selector():
     root = ET.parse(UI_FILE).getroot().find("widget")
     assert root.get("class") == "qMRMLWidget"  # setMRMLScene reaches the node selector through the connection

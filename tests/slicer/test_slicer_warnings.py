@@ -6,35 +6,17 @@ attributes) is real MRML in slicer-core.
 """
 from __future__ import annotations
 
-import gzip
-
-import nibabel as nib
 import numpy as np
 
 from CovidMTLLib import scene as mrml
-from CovidMTLLib.client import Part
 from CovidMTLLib.logic import WARNINGS_ATTRIBUTE, CovidMTLLogic, InferenceResult, case_warnings
+from tests.slicer.slicer_helpers import RecordedServer
 
 IMPLAUSIBLE = {"name": "lung_volume_implausible", "message": "lung volume 8.50 L is above the plausible adult range",
                "value": 8500.0, "limit": [2500.0, 7500.0],
                "affects": ["lung_ml", "percent_involved", "lungs", "zones", "zone_severity_score"]}
 UID = {"name": "dicom_nonconformant_uid", "message": "300 non-conformant UID values", "value": 300, "limit": None,
        "affects": []}
-
-
-class RecordedServer:
-    """Answers the two calls Classify & Segment makes with a fixed reply and a mask on the volume's grid."""
-
-    def __init__(self, reply: dict, mask_zyx: np.ndarray, ijk_to_ras: np.ndarray):
-        self.reply = reply
-        image = nib.Nifti1Image(np.ascontiguousarray(mask_zyx.transpose(2, 1, 0)), ijk_to_ras)
-        self.mask = gzip.compress(image.to_bytes())
-
-    def has_image(self, image_id: str) -> bool:
-        return True
-
-    def infer(self, model: str, image_id: str, params=None):
-        return self.reply, Part("image", "mask.nii.gz", "application/gzip", self.mask)
 
 
 def reply(warnings) -> dict:

@@ -172,6 +172,18 @@ def test_classify_shows_the_lesion_segment_inside_the_ct(page, classified, serve
     assert page.outside_requests == [], f"the page reached outside loopback: {page.outside_requests[:5]}"
 
 
+def test_the_ct_is_shown_in_the_models_lung_window(page, classified):
+    """The page draws the CT in the lung window the served model sees (W 1500 / L -600, the logic's, as the desktop
+    module): air (-1000 HU, around the phantom's body) is grey 255 * 350 / 1500 = 59.5. Slicer's CT-Lung preset
+    (W 1400 / L -500), which the page used before, draws it at 36."""
+    before, _ = classified
+    rows, cols = ct_box(before)
+    values, counts = np.unique(before[rows, cols].max(axis=2), return_counts=True)
+    air = int(values[np.argmax(counts)])  # most of the phantom's field of view is air outside the body
+    assert abs(air - 59.5) <= 2, f"air is drawn at grey {air}, not in the W 1500 / L -600 window"
+    assert page.get_by_text("lung window W 1500 / L -600").count() == 1  # what the logic learned at connect
+
+
 def test_paint_stroke_and_submit_land_as_the_final_label(page, classified, server, out_dir):
     _, after = classified
     page.get_by_test_id("tool-paint").click()

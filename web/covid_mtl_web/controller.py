@@ -13,7 +13,7 @@ import logging
 from typing import Any, Callable, Optional
 
 from CovidMTLLib.client import CovidMTLLogicError
-from CovidMTLLib.logic import CLASSES, CORRECTION_CLASSES, IMAGE_ID_ATTRIBUTE, CovidMTLLogic, InferenceResult
+from CovidMTLLib.logic import IMAGE_ID_ATTRIBUTE, CovidMTLLogic, InferenceResult
 from trame_server import Server
 
 from . import cases
@@ -29,7 +29,7 @@ def initial_state(server_url: str) -> dict[str, Any]:
         "cases": [], "case_id": None, "local_path": "", "volume_name": "",
         "busy": False, "status": "Connect to a covid-mtl server", "error": "",
         "prediction": "", "probabilities": [], "result_text": "", "has_result": False,
-        "classes": list(CORRECTION_CLASSES), "classification": None,
+        "classes": [], "classification": None,  # the classes the server accepts, once connected
         "tool": Tool.NAVIGATE.value, "brush_percent": 5.0,
         "train_epochs": 1, "train_text": "", "train_running": False, "train_percent": 0,
         "submitted": "",
@@ -89,6 +89,7 @@ class ReviewController:
                 return
             self.state.server_url = self.logic.server_url
             self.state.server_text = self.logic.describe_server(reply[0])
+            self.state.classes = list(self.logic.correction_classes)
             self.state.cases = [{"title": f"{c['id']}{'  (labelled)' if c['labelled'] else ''}", "value": c["id"]}
                                 for c in reply[1]]
         await self.poll_training_once()
@@ -114,6 +115,7 @@ class ReviewController:
     def _show(self, node) -> None:
         if node is None:
             return
+        self.logic.show_lung_window(node)  # the window the served model sees the CT through, as on the desktop
         self.viewer.show_volume(node)
         self.result = None
         with self.state:
@@ -136,11 +138,11 @@ class ReviewController:
         with self.state:
             self.state.prediction = result.statement or result.label  # the server's words: the classes trained
             # only the classes the served model was trained on (a COVID-vs-rest model reports P(covid) alone)
-            self.state.probabilities = [{"name": name, "p": round(100 * result.probabilities[name], 1)}
-                                        for name in CLASSES if name in result.probabilities]
+            self.state.probabilities = [{"name": name, "p": round(100 * p, 1)}
+                                        for name, p in result.probabilities.items()]
             self.state.result_text = result.summary()
             self.state.has_result = True
-            self.state.classification = result.label if result.label in CORRECTION_CLASSES else None
+            self.state.classification = result.label if result.label in self.logic.correction_classes else None
             self.state.submitted = ""
 
     def _on_tool(self, tool: str, brush_percent: float, **_: Any) -> None:
@@ -153,7 +155,7 @@ class ReviewController:
         if volume is None or self.result is None:
             self.state.error = "Classify & Segment the case before submitting a correction"
             return
-        if chosen not in CORRECTION_CLASSES:
+        if chosen not in self.logic.correction_classes:
             self.state.error = "Choose the class of this case before submitting"
             return
         reply = await self.run(f"Submitting the correction ({chosen})",

@@ -1,4 +1,4 @@
-"""Slicer's own slice views in the page (trame-slicer): three views, lung window, the lesion segment, paint/erase.
+"""Slicer's own slice views in the page (trame-slicer): three views, the lesion segment, paint/erase.
 
 Everything here is display and interaction on the scene that CovidMTLLogic fills; nothing here talks to the server.
 """
@@ -9,7 +9,7 @@ from typing import Optional
 
 from CovidMTLLib.scene import remove_node
 from trame_server import Server
-from trame_slicer.core import LayoutManager, SlicerApp, VolumeWindowLevel
+from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import (
     SegmentationEffectErase,
@@ -19,9 +19,6 @@ from trame_slicer.segmentation import (
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 LAYOUT_ID = "covid-mtl: axial | coronal | sagittal"
-# Slicer's "CT-Lung" window/level preset (Volumes module), so the page looks like the desktop module.
-LUNG_WINDOW = 1400.0
-LUNG_LEVEL = -500.0
 BRUSH_DIAMETER_PERCENT = 5.0  # of the view height, as Slicer's default screen-relative brush
 
 
@@ -61,13 +58,13 @@ class Viewer:
         return self.app.scene
 
     def show_volume(self, volume_node) -> None:
-        """Background of every slice view, lung window, views reset to the new volume. The previous case leaves the
-        scene: its segmentation would otherwise lie over the new CT, and a reading session would pile up volumes."""
+        """Background of every slice view, views reset to the new volume (its window is the logic's: the lung
+        window of the served model). The previous case leaves the scene: its segmentation would otherwise lie over
+        the new CT, and a reading session would pile up volumes."""
         self.clear_case(keep=volume_node)
         self.volume = volume_node
         self.app.display_manager.show_volume_in_slice_background(volume_node)
         self.app.display_manager.show_volume_in_slice_foreground(None)
-        VolumeWindowLevel.set_volume_node_window_level(volume_node, LUNG_WINDOW, LUNG_LEVEL)
         self.app.display_manager.reset_views()
 
     def clear_case(self, keep=None) -> None:

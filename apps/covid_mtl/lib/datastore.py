@@ -20,23 +20,21 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from fastapi import HTTPException
 from filelock import FileLock
 from lib import datastore_file
 from lib.datastore_file import STAGING_PREFIX
-from lib.http_errors import to_http
-from lib.http_guard import max_upload_bytes
+from lib.errors import AlreadyExists, InvalidName, TooLarge, UnknownImage, UnknownLabel, Unprocessable, Unreadable
+from lib.monailabel_compat import DataModel, ImageLabelModel, LocalDatastoreBase
+from lib.settings import AppSettings
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
 from covid_mtl.io import SUPPORTED_SUFFIXES, read_image
 from covid_mtl.io.grid import grid_difference
-from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
-from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ValidatingDatastore", "check_id", "check_tag", "read_or_422", "check_classification", "base_name",
+__all__ = ["ValidatingDatastore", "check_id", "check_tag", "read_checked", "check_classification", "base_name",
            "id_from_filename", "STAGING_PREFIX", "REPLACE_KEY"]
 
 # Ids become file names in the studies folder: no separators, no "..", nothing hidden.
@@ -47,13 +45,13 @@ REPLACE_KEY = "replace"
 
 def check_id(value: Any, what: str = "image id") -> str:
     if not isinstance(value, str) or not SAFE_ID.match(value) or ".." in value:
-        raise HTTPException(status_code=400, detail=f"invalid {what} {value!r}: use letters, digits, '.', '_', '-'")
+        raise InvalidName(what, value, "letters, digits, '.', '_', '-'")
     return value
 
 
 def check_tag(value: Any) -> str:
     if not isinstance(value, str) or not SAFE_TAG.match(value):
-        raise HTTPException(status_code=400, detail=f"invalid label tag {value!r}: use letters, digits, '_', '-'")
+        raise InvalidName("label tag", value, "letters, digits, '_', '-'")
     return value
 
 
@@ -76,111 +74,105 @@ def id_from_filename(filename: str) -> str:
     return split_suffix(base_name(filename))[0]
 
 
-def _check_size(path: str, what: str) -> None:
-    size, limit = os.path.getsize(path), max_upload_bytes()
-    if size > limit:
-        raise HTTPException(status_code=413, detail=f"{what} is {size / 2**20:.1f} MB; the upload limit is "
-                                                    f"{limit / 2**20:.0f} MB (COVID_MTL_MAX_UPLOAD_MB)")
+def _check_size(path: str, what: str, limit_bytes: int) -> None:
+    size = os.path.getsize(path)
+    if size > limit_bytes:
+        raise TooLarge(what, size, limit_bytes)
 
 
-def read_or_422(path: str, what: Optional[str] = None):
-    """``read_image``, with an unreadable file answered 422 and a message that names no server folder."""
+def read_checked(path: str, what: str = ""):
+    """``read_image``, an unreadable file typed :class:`Unreadable` and named by ``what``."""
     try:
         return read_image(path)
     except CovidMTLError as exc:
-        raise to_http(exc, prefix=what or "") from exc
+        raise Unreadable(what, exc) from exc
 
 
 def check_classification(info: Dict[str, Any]) -> None:
     value = info.get("classification")
     if value is not None and value not in LABELS:
-        raise HTTPException(
-            status_code=422, detail=f"unknown classification {value!r}; expected one of {list(LABELS)}"
-        )
+        raise Unprocessable(f"unknown classification {value!r}; expected one of {list(LABELS)}")
 
 
 def check_label_values(label) -> None:
     values = np.unique(label.array)
     if not set(values.tolist()) <= {0.0, 1.0}:
-        raise HTTPException(status_code=422, detail=f"label values must be 0 or 1; found {values[:10].tolist()}")
+        raise Unprocessable(f"label values must be 0 or 1; found {values[:10].tolist()}")
 
 
-class ValidatingDatastore(LocalDatastore):
-    def __init__(self, datastore_path: str, *args, **kwargs):
-        self._stamp = None  # what the in-memory copy was loaded from (see _fresh)
-        # LocalDatastore's own lock file and JSON path: a change a kill interrupted is finished before loading
-        config = os.path.join(datastore_path, kwargs.get("datastore_config", "datastore_v2.json"))
-        if os.path.isdir(datastore_path) and datastore_file.recover(os.path.join(datastore_path, ".lock"), config):
+class ValidatingDatastore(LocalDatastoreBase):
+    def __init__(self, datastore_path: str, *args, settings: Optional[AppSettings] = None, **kwargs):
+        self.settings = settings or AppSettings()
+        self.disk_stamp = None  # what the in-memory copy was loaded from (see fresh)
+        # a change a kill interrupted is finished before loading
+        lock, config = LocalDatastoreBase.files(datastore_path, kwargs.get("datastore_config"))
+        if os.path.isdir(datastore_path) and datastore_file.recover(lock, config):
             logger.warning(f"finished the datastore change an interrupted server left in {config}")
         super().__init__(datastore_path, *args, **kwargs)
         self._remove_staging_leftovers()
 
     # ----- the one writer -------------------------------------------------------------------------------------
     def _change(self):
-        return datastore_file.change(self._lock_file, self._datastore_config_path, self._datastore_path,
-                                     self._datastore, self._adopt)
+        return datastore_file.change(self.lock_path, self.config_path, self.root, self.model, self._written)
 
-    def _adopt(self, model) -> None:
+    def _written(self, model) -> None:
         """The model just read (and maybe written) under the lock becomes the in-memory copy."""
-        self._datastore = model
-        self._stamp = datastore_file.disk_stamp(self._datastore_config_path)
-        if self._stamp:
-            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+        self.disk_stamp = datastore_file.disk_stamp(self.config_path)
+        self.adopt(model, os.stat(self.config_path).st_mtime if self.disk_stamp else None)
 
     def _fresh(self) -> None:
         """Reads see what is on disk: another process (scoring, training, a second server) may have changed it.
         Files are replaced atomically, so reading without the lock sees a whole file."""
-        stamp = datastore_file.disk_stamp(self._datastore_config_path)
-        if stamp is not None and stamp != self._stamp:
+        stamp = datastore_file.disk_stamp(self.config_path)
+        if stamp is not None and stamp != self.disk_stamp:
             try:
-                model = datastore_file.read_model(self._datastore_config_path, self._datastore_path, self._datastore)
+                model = datastore_file.read_model(self.config_path, self.root, self.model)
             except (OSError, ValueError) as exc:  # replaced between stat and open: keep the copy we have
                 logger.warning(f"datastore: could not reload datastore_v2.json ({exc})")
                 return
-            self._datastore, self._stamp = model, stamp
+            self.adopt(model, None)
+            self.disk_stamp = stamp
 
-    def _update_datastore_file(self, lock: bool = True) -> None:
+    def write_back(self) -> None:
         """MONAI Label writes its whole in-memory copy here; only name and description may come from memory."""
-        name, description = self._datastore.name, self._datastore.description
+        name, description = self.model.name, self.model.description
         with self._change() as ch:
             ch.model.name, ch.model.description = name, description
 
-    def _reconcile_datastore(self) -> None:
+    def reconcile_files(self) -> None:
         with self._change() as ch:
-            datastore_file.reconcile(ch.model, self._extensions, self._to_id)
+            datastore_file.reconcile(ch.model, self.extensions, self.split_name)
 
-    def _init_from_datastore_file(self, throw_exception=False):
+    def refresh(self, throw_exception: bool = False) -> None:
         try:
             self._fresh()
         except Exception:
             if throw_exception:
                 raise
 
-    def _to_id(self, file: str) -> Tuple[str, str]:
-        suffixes = tuple(e.replace("*", "") for e in self._extensions) + SUPPORTED_SUFFIXES
-        stem, suffix = split_suffix(file, suffixes)
-        return stem, suffix
+    def split_name(self, file: str) -> Tuple[str, str]:
+        suffixes = tuple(e.replace("*", "") for e in self.extensions) + SUPPORTED_SUFFIXES
+        return split_suffix(file, suffixes)
 
     # ----- writes: validated, then one change -------------------------------------------------------------------
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        default_id, image_ext = self._to_id(os.path.basename(image_filename))
+        default_id, image_ext = self.split_name(os.path.basename(image_filename))
         image_id = check_id(image_id or default_id)
         image_info = dict(image_info or {})
         replace = image_info.pop(REPLACE_KEY, False) is True
-        _check_size(image_filename, "uploaded image")
-        read_or_422(image_filename, "uploaded image")
+        _check_size(image_filename, "uploaded image", self.settings.max_upload_bytes)
+        read_checked(image_filename, "uploaded image")
         check_classification(image_info)
-        name = self._filename(image_id, image_ext)
-        dest = os.path.realpath(os.path.join(self._datastore.image_path(), name))
+        name = self.file_name(image_id, image_ext)
+        dest = os.path.realpath(os.path.join(self.model.image_path(), name))
         logger.info(f"Adding Image: {image_id} => {name} (replace={replace})")
         with self._change() as ch:
             old = ch.model.objects.get(image_id)
             if (old is not None or os.path.exists(dest)) and not replace:
                 tags = sorted(old.labels) if old is not None else []
                 labels = f" with labels {tags}" if tags else ""
-                raise HTTPException(status_code=409, detail=(
-                    f"image {image_id!r} already exists{labels}; to replace it send params {{\"replace\": true}} "
-                    f"(its labels are then deleted: they were drawn on the old image)"))
+                raise AlreadyExists(f"image {image_id!r} already exists{labels}; to replace it send params "
+                                    f"{{\"replace\": true}} (its labels are then deleted: they were drawn on the old image)")
             if old is not None:  # its labels were drawn on the old image
                 for tag, label in old.labels.items():
                     ch.delete(os.path.join(ch.model.label_path(tag), image_id + label.ext))
@@ -195,26 +187,26 @@ class ValidatingDatastore(LocalDatastore):
         self._fresh()
         self._known(image_id)
         check_tag(label_tag)
-        if image_id not in self._datastore.objects:
-            raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
+        if image_id not in self.model.objects:
+            raise UnknownImage(image_id)
         label_info = dict(label_info or {})
         check_classification(label_info)
-        _check_size(label_filename, "uploaded label")
-        label = read_or_422(label_filename, "uploaded label")
-        image = read_or_422(self.get_image_uri(image_id), f"image {image_id}")
+        _check_size(label_filename, "uploaded label", self.settings.max_upload_bytes)
+        label = read_checked(label_filename, "uploaded label")
+        image = read_checked(self.get_image_uri(image_id), f"image {image_id}")
         difference = grid_difference(label, image)
         if difference:
-            raise HTTPException(status_code=422, detail=f"{difference} (image {image_id!r})")
+            raise Unprocessable(f"{difference} (image {image_id!r})")
         check_label_values(label)
-        _, label_ext = self._to_id(os.path.basename(label_filename))
-        label_path = self._datastore.label_path(label_tag)
-        name = self._filename(image_id, label_ext)
+        _, label_ext = self.split_name(os.path.basename(label_filename))
+        label_path = self.model.label_path(label_tag)
+        name = self.file_name(image_id, label_ext)
         logger.info(f"Saving label {label_tag}/{name}; info: {label_info}")
         os.makedirs(label_path, exist_ok=True)
         with self._change() as ch:
             obj = ch.model.objects.get(image_id)
             if obj is None:  # removed since the checks above
-                raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
+                raise UnknownImage(image_id)
             old = obj.labels.get(label_tag)
             if old is not None and old.ext != label_ext:  # e.g. .nii replaced by .nii.gz: one file per label
                 ch.delete(os.path.join(label_path, image_id + old.ext))
@@ -228,7 +220,7 @@ class ValidatingDatastore(LocalDatastore):
         with self._change() as ch:
             obj = ch.model.objects.get(image_id)
             if obj is None:
-                raise HTTPException(status_code=404, detail=f"image {image_id!r} not found in the datastore")
+                raise UnknownImage(image_id)
             obj.image.info.update(info or {})
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
@@ -238,7 +230,7 @@ class ValidatingDatastore(LocalDatastore):
         with self._change() as ch:
             label = ch.model.label(label_id, label_tag)
             if not label:
-                raise HTTPException(status_code=404, detail=f"label {label_id!r} (tag {label_tag!r}) not found")
+                raise UnknownLabel(label_id, label_tag)
             label.info.update(info or {})
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
@@ -248,7 +240,7 @@ class ValidatingDatastore(LocalDatastore):
             obj = ch.model.objects.get(label_id)
             label = obj.labels.pop(label_tag, None) if obj else None
             if label is None:
-                raise LabelNotFoundException(f"Label {label_id} Tag {label_tag} not found")
+                raise UnknownLabel(label_id, label_tag)
             ch.delete(os.path.join(ch.model.label_path(label_tag), label_id + label.ext))
 
     def remove_image(self, image_id: str) -> None:
@@ -256,16 +248,16 @@ class ValidatingDatastore(LocalDatastore):
         with self._change() as ch:
             obj = ch.model.objects.pop(image_id, None)
             if obj is None:
-                raise ImageNotFoundException(f"Image {image_id} not found")
+                raise UnknownImage(image_id)
             for tag, label in obj.labels.items():
                 ch.delete(os.path.join(ch.model.label_path(tag), image_id + label.ext))
             ch.delete(os.path.join(ch.model.image_path(), image_id + obj.image.ext))
 
     def _remove_staging_leftovers(self) -> None:
-        folders = {self._datastore.image_path(), os.path.dirname(self._datastore_config_path)}
-        labels = self._datastore.label_path(None)
+        folders = {self.model.image_path(), os.path.dirname(self.config_path)}
+        labels = self.model.label_path(None)
         folders.update(os.path.join(labels, d) for d in os.listdir(labels) if os.path.isdir(os.path.join(labels, d)))
-        with FileLock(self._lock_file):  # a save in progress in another process holds this lock
+        with FileLock(self.lock_path):  # a save in progress in another process holds this lock
             for folder in folders:
                 for name in os.listdir(folder):
                     if name.startswith(STAGING_PREFIX):
@@ -276,7 +268,7 @@ class ValidatingDatastore(LocalDatastore):
     def _known(self, image_id: Any, what: str = "image id") -> str:
         """Ids already in the datastore came from its own folder listing (an admin may have copied in "my scan.nii");
         anything else must be a safe file name, so no id ever resolves outside the folder."""
-        if isinstance(image_id, str) and image_id in self._datastore.objects:
+        if isinstance(image_id, str) and image_id in self.model.objects:
             return image_id
         return check_id(image_id, what)
 

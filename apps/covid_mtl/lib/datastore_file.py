@@ -23,9 +23,9 @@ import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from filelock import FileLock
+from lib.monailabel_compat import DataModel, ImageLabelModel, LocalDatastoreModel
 
 from covid_mtl import atomic
-from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastoreModel
 
 STAGING_PREFIX = ".covid-mtl-staging-"
 JOURNAL_SUFFIX = ".journal"

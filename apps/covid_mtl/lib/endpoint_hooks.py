@@ -1,8 +1,7 @@
-"""Checks wrapped around MONAI Label 0.8.5's endpoint functions, before MONAI Label touches a request.
+"""Checks wrapped around MONAI Label's endpoint functions, before MONAI Label touches a request.
 
-Each ``api_*`` route calls a module-level function of its endpoint module (``run_inference``, ``add_image``, ...)
-by name at call time, so replacing that module attribute puts these checks on the route, with the uploaded file's
-real name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every later message names that):
+``monailabel_compat.replace_endpoint_functions`` puts these wrappers on the routes, with the uploaded file's real
+name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every later message names that):
 - ``params`` / ``info`` must be a JSON object, not nested too deep (400) (``lib.params``);
 - infer and batch infer never write the ``final`` label tag (403);
 - an image upload without ``?image=`` gets the whole file stem as its id, and ``{"replace": true}`` is reported
@@ -16,9 +15,10 @@ import json
 import logging
 from typing import Any, Callable, Optional
 
-from fastapi import HTTPException
 from lib.datastore import REPLACE_KEY, base_name, id_from_filename
+from lib.errors import BadRequest
 from lib.http_errors import classify, is_server_fault, to_http
+from lib.monailabel_compat import app_instance, replace_endpoint_functions
 from lib.params import parse_params, refuse_final_tag
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ def _infer_hook(original: Callable) -> Callable:
 def _add_image_hook(original: Callable) -> Callable:
     @functools.wraps(original)
     def add_image(background_tasks, image=None, params="{}", file=None, user=None):
-        from monailabel.interfaces.utils.app import app_instance
-
         parsed = parse_params(params)
         image = image or id_from_filename(_upload_name(file) or "") or None
         replace = parsed.get(REPLACE_KEY) is True
@@ -97,7 +95,7 @@ def _batch_hook(original: Callable) -> Callable:
     @functools.wraps(original)
     def run(model, images=None, params=None, run_sync=False):
         if params is not None and not isinstance(params, dict):
-            raise HTTPException(status_code=400, detail="batch infer parameters must be a JSON object")
+            raise BadRequest("batch infer parameters must be a JSON object")
         refuse_final_tag(params or {})
         return original(model, images, params, run_sync)
     return run
@@ -114,16 +112,10 @@ def _session_hook(original: Callable) -> Callable:
 
 def install() -> None:
     """Idempotent: the app may be created more than once in one process."""
-    from monailabel.endpoints import batch_infer, datastore, infer, session
-
-    hooks = [(infer, "run_inference", _infer_hook), (datastore, "add_image", _add_image_hook),
-             (datastore, "save_label", _save_label_hook),
-             (datastore, "update_image_info", lambda f: _info_hook(f, 1)),
-             (datastore, "update_label_info", lambda f: _info_hook(f, 2)),
-             (batch_infer, "run", _batch_hook), (session, "create_session", _session_hook)]
-    for module, name, hook in hooks:
-        current = getattr(module, name)
-        if not getattr(current, "_covid_mtl_hook", False):
-            wrapped = hook(current)
-            wrapped._covid_mtl_hook = True
-            setattr(module, name, wrapped)
+    replace_endpoint_functions([
+        ("infer", "run_inference", _infer_hook), ("datastore", "add_image", _add_image_hook),
+        ("datastore", "save_label", _save_label_hook),
+        ("datastore", "update_image_info", lambda f: _info_hook(f, 1)),
+        ("datastore", "update_label_info", lambda f: _info_hook(f, 2)),
+        ("batch_infer", "run", _batch_hook), ("session", "create_session", _session_hook),
+    ])

@@ -1,15 +1,22 @@
-"""The one place that decides which HTTP status an error becomes, so the same error gets the same status on
-every endpoint (issue 11). Handlers in ``http_guard`` and the app's own code call :func:`to_http`.
+"""The one place that decides which HTTP status an error becomes, so the same error gets the same status and
+message on every endpoint. Errors are typed where a problem is found (``lib.errors``, ``covid_mtl.errors``);
+handlers in ``http_guard`` and the endpoint wrappers call :func:`classify` / :func:`to_http`. A test fails when a
+status number appears anywhere else in the app.
 
 | error | status |
 |---|---|
-| ``HTTPException`` raised by the app | its own status |
-| ``covid_mtl.errors.CovidMTLError`` (bad input: unreadable image, wrong label, bad manifest row) | 422 |
-| :class:`ModelUnavailable` (no model file, or one that cannot be loaded) | 503 |
+| ``lib.errors.BadRequest`` (malformed params, ids, tags; no image named), ``json.JSONDecodeError`` | 400 |
+| ``lib.errors.Refused`` (e.g. inference writing ``final``, model uploads, cross-site requests) | 403 |
+| ``lib.errors.NotFound`` (unknown image, label, model, strategy) | 404 |
+| ``lib.errors.AlreadyExists`` | 409 |
+| ``lib.errors.TooLarge`` | 413 |
+| ``lib.errors.HostNotServed`` | 421 |
+| ``lib.errors.Unprocessable`` (label off the grid, not 0/1, unknown class), ``covid_mtl.errors.CovidMTLError`` | 422 |
+| ``lib.errors.ModelUnavailable``, ``covid_mtl.errors.ModelFileError`` (the server's own model) | 503 |
 | ``OSError`` ENOSPC / EDQUOT (full disk or quota) | 507 "no space left on the server" |
-| ``json.JSONDecodeError`` in request parameters | 400 |
-| MONAI Label's image/label not found | 404; its INVALID_INPUT 400 |
-| anything else | 500, logged with its traceback |
+| MONAI Label's own errors | as ``monailabel_compat.translate`` types them |
+| ``HTTPException`` raised by MONAI Label or FastAPI | its own status |
+| anything else (``covid_mtl.errors.InternalError`` included) | 500, logged with its traceback |
 """
 from __future__ import annotations
 
@@ -19,20 +26,34 @@ import re
 from typing import Optional
 
 from fastapi import HTTPException
+from lib import errors
+from lib.monailabel_compat import translate
 
-from covid_mtl.errors import CovidMTLError
+from covid_mtl.errors import CovidMTLError, ModelFileError
 
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 NO_SPACE = "no space left on the server; ask its administrator to free disk space (nothing was saved)"
+
+# First match wins: subclasses before their bases (ModelFileError is a CovidMTLError).
+STATUSES: tuple[tuple[type, int], ...] = (
+    (errors.BadRequest, 400),
+    (errors.Refused, 403),
+    (errors.NotFound, 404),
+    (errors.AlreadyExists, 409),
+    (errors.TooLarge, 413),
+    (errors.HostNotServed, 421),
+    (errors.Unprocessable, 422),
+    (errors.ModelUnavailable, 503),
+    (ModelFileError, 503),
+    (CovidMTLError, 422),
+)
+NO_SPACE_STATUS = 507
+SERVER_FAULT = 500
 
 # Folder prefixes in messages: replies name files, never the server's folder layout.
 _DIRS = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\\/\s'\":,;()\[\]]+[\\/])+")
 # The names tempfile gives the uploads MONAI Label's endpoints write (``tmp`` + 8 random characters + suffix).
 TEMP_UPLOAD_NAME = re.compile(r"\btmp[a-z0-9_]{8}(?:\.[A-Za-z0-9_.-]*)?")
-
-
-class ModelUnavailable(Exception):
-    """The server cannot run its model (none published, or the file cannot be loaded): the server's fault."""
 
 
 def public_message(text: str, upload_name: Optional[str] = None) -> str:
@@ -48,46 +69,33 @@ def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
-def _monailabel_status(exc) -> Optional[int]:
-    from monailabel.interfaces.exception import (ImageNotFoundException, LabelNotFoundException, MONAILabelError,
-                                                 MONAILabelException)
-
-    if not isinstance(exc, MONAILabelException):
-        return None
-    if isinstance(exc, (ImageNotFoundException, LabelNotFoundException)):
-        return 404
-    return 400 if getattr(exc, "error", None) == MONAILabelError.INVALID_INPUT else 500
-
-
 def classify(exc: BaseException) -> tuple[int, str]:
     """(status, detail) for ``exc``; 500 for anything that is not a known client or capacity error."""
+    exc = translate(exc) or exc
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail)
-    if isinstance(exc, ModelUnavailable):
-        return 503, f"the model could not run: {public_message(str(exc))}"
     if is_no_space(exc):
-        return 507, NO_SPACE
+        return NO_SPACE_STATUS, NO_SPACE
     if isinstance(exc, json.JSONDecodeError):
         return 400, f"request parameters are not valid JSON ({exc.msg} at character {exc.pos})"
-    if isinstance(exc, CovidMTLError):
-        return 422, public_message(str(exc))
-    status = _monailabel_status(exc)
-    if status is not None:
-        return status, public_message(getattr(exc, "msg", str(exc)))
-    return 500, f"internal server error ({type(exc).__name__}); see the server log"
+    for kind, status in STATUSES:
+        if isinstance(exc, kind):
+            # the app's own messages name ids and endpoints; the core's name files, whose folders stay private
+            names_files = not isinstance(exc, errors.AppError) or isinstance(exc, errors.Unreadable)
+            detail = public_message(str(exc)) if names_files else str(exc)
+            return status, f"the model could not run: {detail}" if status == 503 else detail
+    return SERVER_FAULT, f"internal server error ({type(exc).__name__}); see the server log"
 
 
 def is_server_fault(status: int) -> bool:
-    """A 5xx the client can do nothing about, logged in full and answered without details; a full disk (507)
-    is a capacity error the client is told about."""
-    return status >= 500 and status != 507
+    """A 5xx the client can do nothing about, logged in full; a full disk (507) is a capacity error the client
+    is told about."""
+    return status >= 500 and status != NO_SPACE_STATUS
 
 
-def to_http(exc: BaseException, upload_name: Optional[str] = None, prefix: str = "") -> HTTPException:
-    """``exc`` as the HTTPException the client gets; ``prefix`` says what failed (e.g. "uploaded label")."""
+def to_http(exc: BaseException, upload_name: Optional[str] = None) -> HTTPException:
+    """``exc`` as the HTTPException the client gets, naming ``upload_name`` instead of the server's temp file."""
     status, detail = classify(exc)
-    if not is_server_fault(status):
-        detail = public_message(detail, upload_name)
-        if prefix and status == 422:
-            detail = f"{prefix}: {detail}"
+    if upload_name and not is_server_fault(status):
+        detail = TEMP_UPLOAD_NAME.sub(lambda _: upload_name, detail)
     return HTTPException(status_code=status, detail=detail)

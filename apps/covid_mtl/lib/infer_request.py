@@ -10,8 +10,8 @@ import re
 import tempfile
 from typing import Any, Dict, Optional
 
-from fastapi import HTTPException
 from lib.datastore import check_id
+from lib.errors import BadRequest, NoImageGiven, UnknownImage
 
 # Names tempfile.NamedTemporaryFile gives the uploads MONAI Label's infer endpoint writes (random, unguessable).
 ENDPOINT_UPLOAD = re.compile(r"^tmp[a-z0-9_]{8}[^/\\]*$")
@@ -29,21 +29,19 @@ def _is_endpoint_upload(path: str) -> bool:
 
 
 def check_infer_image(request: Dict[str, Any], datastore, sessions: Optional[Any]) -> None:
-    """Raise a 4xx HTTPException unless ``request["image"]`` is something this client may have inferred."""
+    """Raise a typed error unless ``request["image"]`` is something this client may have inferred."""
     image = request.get("image")
     if not isinstance(image, str) or not image:
-        raise HTTPException(status_code=400, detail="no image: give a datastore image id, upload a file, or the "
-                                                    "session_id of an existing session (PUT /session/)")
+        raise NoImageGiven()
     if "session" in request:
         if sessions is not None and _inside(image, sessions.store_path):
             return
-        raise HTTPException(status_code=400, detail="session image is not in this server's session store")
+        raise BadRequest("session image is not in this server's session store")
     if image in datastore.list_images():
         return
     if os.path.isabs(image) or "/" in image or "\\" in image:
         if _is_endpoint_upload(image):
             return
-        raise HTTPException(status_code=400, detail=f"image {os.path.basename(image)!r}: give a datastore image id, "
-                                                    f"not a server path")
+        raise BadRequest(f"image {os.path.basename(image)!r}: give a datastore image id, not a server path")
     check_id(image)
-    raise HTTPException(status_code=404, detail=f"image {image!r} not found in the datastore")
+    raise UnknownImage(image)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional
 
-from fastapi import HTTPException
+from lib.errors import BadRequest, Refused
 
 MAX_DEPTH = 32
 """Deepest nesting accepted; real parameters are one or two levels deep."""
@@ -39,25 +39,23 @@ def nesting_depth(text: str) -> int:
 
 
 def parse_params(text: Optional[str], what: str = "params") -> Dict[str, Any]:
-    """The JSON object in ``text`` ("" or None: {}); HTTP 400 naming the problem otherwise."""
+    """The JSON object in ``text`` ("" or None: {}); :class:`BadRequest` naming the problem otherwise."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
     if isinstance(text, dict):
         return text
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
-        raise HTTPException(status_code=400, detail=f"request {what} are nested {depth} levels deep; "
-                                                    f"at most {MAX_DEPTH} are accepted")
+        raise BadRequest(f"request {what} are nested {depth} levels deep; at most {MAX_DEPTH} are accepted")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise HTTPException(status_code=400, detail=f"request {what} are not valid JSON "
-                                                    f"({exc.msg} at character {exc.pos})") from exc
+        raise BadRequest(f"request {what} are not valid JSON ({exc.msg} at character {exc.pos})") from exc
     except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
-        raise HTTPException(status_code=400, detail=f"request {what} are not valid JSON ({exc})") from exc
+        raise BadRequest(f"request {what} are not valid JSON ({exc})") from exc
     if not isinstance(value, dict):
-        raise HTTPException(status_code=400, detail=f"request {what} must be a JSON object such as {{}}, "
-                                                    f"not {type(value).__name__ if value is not None else 'null'}")
+        raise BadRequest(f"request {what} must be a JSON object such as {{}}, "
+                         f"not {type(value).__name__ if value is not None else 'null'}")
     return value
 
 
@@ -70,6 +68,5 @@ def refuse_final_tag(params: Dict[str, Any]) -> None:
     """Infer and batch infer save predictions under a tag of the client's choice, but never ``final``: that
     tag holds the radiologists' corrections and is written only by ``PUT /datastore/label``."""
     if is_final_tag(params.get("label_tag")):
-        raise HTTPException(status_code=403, detail="inference never writes the 'final' label tag (radiologists' "
-                                                    "corrections); save corrections with PUT /datastore/label, or "
-                                                    "choose another label_tag")
+        raise Refused("inference never writes the 'final' label tag (radiologists' corrections); save corrections "
+                      "with PUT /datastore/label, or choose another label_tag")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from lib.http_errors import to_http
+from lib.errors import Unreadable
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io import read_image
@@ -22,5 +22,5 @@ class ValidatingSessions(Sessions):
             read_image(info.image)
         except CovidMTLError as exc:
             self.remove_session(session_id)
-            raise to_http(exc, prefix="the session holds no readable CT series") from exc
+            raise Unreadable("the session holds no readable CT series", exc) from exc
         return session_id, info

@@ -17,7 +17,8 @@ MAX_SIDE = 8192
 DEFAULT_MAX_IMAGE_MB = 2048
 """Memory one image may take while it is read (stored samples + the float32 volume): a 512x512x1000 int16 CT
 needs 1500 MB. Sized for a 2-core 24 GB server shared by several users: inference holds about three times this
-at its peak, which leaves room for a training run and a second request. ``COVID_MTL_MAX_IMAGE_MB`` changes it."""
+at its peak, which leaves room for a training run and a second request. A program sets its own once at start-up
+with :func:`set_max_image_mb` (the CLI from ``COVID_MTL_MAX_IMAGE_MB``, the server from its settings)."""
 
 OUTPUT_BYTES_PER_VOXEL = 4
 """Every reader returns float32."""
@@ -26,14 +27,27 @@ DEFLATE_MAX_RATIO = 1032
 """zlib/gzip cannot expand data by more than this (the deflate format's limit for runs of one byte value)."""
 
 
-def max_image_bytes() -> int:
-    """The memory budget, read on every call so a server setting or a test changes it without a restart."""
-    value = os.environ.get("COVID_MTL_MAX_IMAGE_MB", "").strip()
+_max_image_mb: float = float(DEFAULT_MAX_IMAGE_MB)
+
+
+def set_max_image_mb(mb: float | None) -> None:
+    """This process's memory budget for one image (None: the default); called once when a program starts."""
+    global _max_image_mb
+    _max_image_mb = float(mb) if mb else float(DEFAULT_MAX_IMAGE_MB)
+
+
+def max_image_mb_from_env(environ=os.environ) -> float | None:
+    """``COVID_MTL_MAX_IMAGE_MB`` as a number (None when unset, not a number or not positive)."""
+    value = environ.get("COVID_MTL_MAX_IMAGE_MB", "").strip()
     try:
-        mb = float(value) if value else DEFAULT_MAX_IMAGE_MB
+        mb = float(value) if value else 0.0
     except ValueError:
-        mb = DEFAULT_MAX_IMAGE_MB
-    return int(mb * 2**20)
+        return None
+    return mb if mb > 0 else None
+
+
+def max_image_bytes() -> int:
+    return int(_max_image_mb * 2**20)
 
 
 def _mb(n: float) -> str:

@@ -19,13 +19,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..image import Image
-from ..io.normalize import LUNG_WINDOW
+from .report_coronal import coronal_view
+from .report_style import LESION_RGBA, LUNG_COLOUR, display_range
 
 if TYPE_CHECKING:
     from .analysis import Analysis
 
-LESION_RGBA = (1.0, 0.1, 0.1, 0.45)
-LUNG_COLOUR = "cyan"
 N_KEY_SLICES = 2
 N_AXIAL = N_KEY_SLICES + 2  # the highest lung slice, the key slices, the lowest lung slice
 SLOT = 0.9 / (N_AXIAL + 1)  # page width of one image: the axial slices, then the coronal view
@@ -53,11 +52,6 @@ def key_slices(lesion: np.ndarray | None, lung: np.ndarray | None, n: int = N_KE
     zs = np.flatnonzero(lung.reshape(depth, -1).any(axis=1)) if lung is not None and lung.any() else np.arange(depth)
     picks = np.quantile(zs, np.linspace(0.25, 0.75, n)).round().astype(int)
     return sorted(set(int(z) for z in picks))
-
-
-def display_range(image: Image) -> tuple[float, float]:
-    """Grey levels shown black and white: the project's lung window for HU, the full range of the bit depth else."""
-    return LUNG_WINDOW if image.is_hu else (0.0, float(2 ** (image.bit_depth or 8) - 1))
 
 
 def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -153,8 +147,6 @@ def write_report(analysis: "Analysis", out_stem: str | os.PathLike, model_versio
     lung_labels = lung.labels if lung is not None and lung.available else None
     _slices(fig, image, mask, lung_labels)
     if image.array.shape[0] > 2:
-        from .report_coronal import coronal_view
-
         coronal_view(fig, (0.05 + N_AXIAL * SLOT, 0.52, SLOT - 0.01, 0.3), image, mask, lung_labels)
     text = measure_lines(measures) if measures is not None else []
     if warnings:

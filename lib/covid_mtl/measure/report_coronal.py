@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from ..image import Image
 from ..lungs.shape import LEFT_LUNG, RIGHT_LUNG
-from .report import LESION_RGBA, display_range
+from .report_style import LESION_RGBA, display_range
 
 
 def coronal_row(lung: np.ndarray | None, mask: np.ndarray | None, depth_y: int) -> int:

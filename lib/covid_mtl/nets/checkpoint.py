@@ -22,7 +22,7 @@ from .config import ModelConfig, parse_tasks
 from .factory import build_model
 from .preprocessing import Preprocessing, of_model
 from ..atomic import atomic_write
-from ..errors import CovidMTLError
+from ..errors import CovidMTLError, ModelFileError
 from ..image import CLASSES
 
 FORMAT_VERSION = 1
@@ -91,20 +91,20 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint safely (``weights_only=True``) onto the CPU."""
     path = Path(path)
     if not path.is_file():
-        raise CovidMTLError(f"{path}: checkpoint not found")
+        raise ModelFileError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refuses anything but tensors and plain types
-        raise CovidMTLError(f"{path}: not a readable covid-mtl checkpoint ({exc})") from exc
+        raise ModelFileError(f"{path}: not a readable covid-mtl checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
-        raise CovidMTLError(f"{path}: not a covid-mtl checkpoint (no config/state_dict)")
+        raise ModelFileError(f"{path}: not a covid-mtl checkpoint (no config/state_dict)")
     if payload.get("format", 0) > FORMAT_VERSION:
-        raise CovidMTLError(f"{path}: checkpoint format {payload['format']} is newer than this covid-mtl "
+        raise ModelFileError(f"{path}: checkpoint format {payload['format']} is newer than this covid-mtl "
                             f"({FORMAT_VERSION})")
     config = ModelConfig.from_dict(payload["config"])
     classes = tuple(payload.get("classes", CLASSES))
     if classes != CLASSES:
-        raise CovidMTLError(f"{path}: checkpoint classes {classes} differ from {CLASSES}")
+        raise ModelFileError(f"{path}: checkpoint classes {classes} differ from {CLASSES}")
     return Checkpoint(config=config, tasks=parse_tasks(payload["tasks"], config), classes=classes,
                       state_dict=payload["state_dict"], versions=dict(payload.get("versions", {})),
                       meta=dict(payload.get("meta", {})))
@@ -118,7 +118,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         model.load_state_dict(checkpoint.state_dict, strict=True)
     except RuntimeError as exc:
-        raise CovidMTLError(f"{path}: weights do not fit config {checkpoint.config.name!r} ({exc})") from exc
+        raise ModelFileError(f"{path}: weights do not fit config {checkpoint.config.name!r} ({exc})") from exc
     # the preprocessing travels with the network, so fine-tuning and saving again keep the record
     model.preprocessing = Preprocessing.from_meta(checkpoint.meta, checkpoint.config.image_size)
     return model.to(device).eval(), checkpoint

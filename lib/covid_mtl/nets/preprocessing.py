@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..errors import CovidMTLError
+from ..errors import ModelFileError
 from ..image import Image
 from ..io.crop import MARGIN, Box, image_box
 from ..io.geometry import CANONICAL
@@ -80,12 +80,12 @@ class Preprocessing:
                       min_lung_share=float(record.get("min_lung_share", MIN_LUNG_SHARE)),
                       crop_margin=float(record.get("crop_margin", MARGIN)), version=int(record.get("version", 1)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise CovidMTLError(f"checkpoint preprocessing record is unreadable ({exc}): {dict(record)}") from exc
+            raise ModelFileError(f"checkpoint preprocessing record is unreadable ({exc}): {dict(record)}") from exc
         if out.orientation != DEFAULTS.orientation:
-            raise CovidMTLError(f"checkpoint preprocessing orientation {out.orientation!r} is not supported "
+            raise ModelFileError(f"checkpoint preprocessing orientation {out.orientation!r} is not supported "
                                 f"(only {DEFAULTS.orientation!r})")
         if int(out.size) != int(size):
-            raise CovidMTLError(f"checkpoint preprocessing size {out.size} differs from the model's {size}")
+            raise ModelFileError(f"checkpoint preprocessing size {out.size} differs from the model's {size}")
         return out
 
     def display_window(self) -> dict[str, float]:

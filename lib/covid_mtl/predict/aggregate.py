@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CovidMTLError
+from ..errors import InternalError
 from ..image import CLASSES
 
 TOP_FRACTION = 0.1
@@ -45,7 +45,7 @@ def aggregate(slice_probabilities: np.ndarray, lung: np.ndarray, top_fraction: f
     probs = np.asarray(slice_probabilities, dtype=np.float64)
     lung = np.asarray(lung, dtype=bool)
     if probs.ndim != 2 or probs.shape[1] != len(CLASSES) or lung.shape != (probs.shape[0],):
-        raise CovidMTLError(f"aggregate: expected (z, {len(CLASSES)}) probabilities and (z,) lung flags, "
+        raise InternalError(f"aggregate: expected (z, {len(CLASSES)}) probabilities and (z,) lung flags, "
                             f"got {probs.shape} and {lung.shape}")
     valid = ~np.isnan(probs).any(axis=1)
     used = lung & valid
@@ -53,7 +53,7 @@ def aggregate(slice_probabilities: np.ndarray, lung: np.ndarray, top_fraction: f
     if fallback:
         used = valid
     if not used.any():
-        raise CovidMTLError("aggregate: no slice has probabilities")
+        raise InternalError("aggregate: no slice has probabilities")
     z_used = np.flatnonzero(used)
     k = top_k(z_used.size, top_fraction)
     chosen: dict[str, list[int]] = {}

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
-from ..errors import CovidMTLError
+from ..errors import CovidMTLError, InternalError, ModelFileError
 from ..image import CLASSES, Image
 from ..io.geometry import canonical
 from ..lungs.mask import LungMask, lung_mask
@@ -120,7 +120,7 @@ class Predictor:
         self.config = model.config
         self.heads = tuple(h for h in ("seg", "cls") if h in model.tasks)
         if not self.heads:
-            raise CovidMTLError(f"model {self.config.name!r} has neither a segmentation nor a classification head")
+            raise ModelFileError(f"model {self.config.name!r} has neither a segmentation nor a classification head")
         self.batch_size = int(batch_size)
         self.skip_non_lung = skip_non_lung
         self.top_fraction = top_fraction
@@ -154,7 +154,7 @@ class Predictor:
             lung = lung_mask(canon)
         labels = lung.labels if lung is not None and lung.available else None
         if labels is not None and labels.shape != array.shape:
-            raise CovidMTLError(f"{image.source}: lung mask shape {labels.shape} differs from the canonical image's "
+            raise InternalError(f"{image.source}: lung mask shape {labels.shape} differs from the canonical image's "
                                 f"{array.shape}")
         plan = self.preprocessing.plan(canon, array, labels)
         run = plan.run if self.skip_non_lung else np.ones(nz, dtype=bool)

@@ -1,13 +1,10 @@
-"""Training loop on MONAI's ignite engines: ``train(config, records_train, records_val, out_dir)``.
+"""``covid-mtl train``: ``train(config, records_train, records_val, out_dir)`` on the one training set-up.
 
-A ``SupervisedTrainer`` runs the one multi-task step (``covid_mtl.train.step.make_train_iteration``), a
-``SupervisedEvaluator`` runs the validation step after every epoch; ignite's ``EarlyStopping`` stops when the
-validation loss has not improved for ``patience`` epochs. After each epoch: ``last.pt`` and (when the validation
-loss improved) ``model.pt`` are written atomically, and ``history.json`` and ``learning_curves.png`` are
-rewritten, so an interrupted run leaves usable files. Adam, AMP on CUDA, progress with tqdm.
-
-Validation loss is the lambda-weighted sum of each term's mean over the whole validation set (terms weighted by
-their labelled samples), so it compares across epochs even when batches carry different labels.
+The network, data, engines and checkpoint metadata come from ``covid_mtl.train.engine`` (which the MONAI Label train
+task uses too). This loop adds what a command-line run needs: after every epoch the validation run, ``last.pt`` and
+(when the validation selection score improved, ``covid_mtl.train.selection``) ``model.pt`` written atomically,
+``history.json`` and ``learning_curves.png`` rewritten, so an interrupted run leaves usable files; ignite's
+``EarlyStopping`` stops when the selection score has not improved for ``patience`` epochs; progress with tqdm.
 """
 from __future__ import annotations
 
@@ -15,55 +12,28 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from ignite.engine import Events
 from ignite.handlers import EarlyStopping
-from monai.data import DataLoader
-from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
-from .augment import eval_transforms, train_transforms
 from ..atomic import atomic_write
 from ..device import resolve_device
-from ..nets.checkpoint import load_checkpoint, save_checkpoint
-from ..nets.config import get_config, parse_tasks
 from ..errors import CovidMTLError
+from ..nets.checkpoint import save_checkpoint
+from .decision import validated_decision
+from .engine import (TrainConfig, build_evaluator, build_optimizer, build_trainer, build_training_model,
+                     checkpoint_meta, data_loaders, epoch_stats, run_settings)
 from .losses import MultiTaskLoss
-from ..nets.factory import build_model
-from .decision import trained_classes, validated_decision
-from ..nets.preprocessing import Preprocessing, of_model
-from .samples import as_records, build_dataset, count_samples, train_sampler
+from .samples import as_records
 from .selection import is_better, split_validation
-from .step import EpochStats, make_eval_iteration, make_train_iteration
 
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run. ``config`` None means ``lite`` (or the ``init`` checkpoint's config);
-    ``tasks`` None means the config's (or checkpoint's) tasks; ``image_size`` None keeps the config's."""
-
-    config: str | None = None
-    tasks: str | Sequence[str] | None = None
-    epochs: int = 50
-    patience: int = 10
-    batch_size: int = 4
-    lr: float = 1e-4
-    image_size: int | None = None
-    device: str = "auto"
-    seed: int = 0
-    init: str | None = None
-    max_steps: int | None = None
-    augment: bool = True
-    val_fraction: float = 0.2
-    lambdas: dict[str, float] | None = None
-    balance: bool = True
-    steps_per_epoch: int | None = None
+__all__ = ["TrainConfig", "TrainResult", "train", "build_training_model", "plot_learning_curves"]
 
 
 @dataclass
@@ -79,28 +49,6 @@ class TrainResult:
     steps: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
-
-
-def build_training_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The network to train: fresh from ``cfg.config``, or initialised from ``cfg.init`` (fine-tuning; weights
-    of heads the new task set lacks are dropped, new heads start fresh)."""
-    if not cfg.init:
-        config = get_config(cfg.config or "lite", cfg.image_size)
-        return build_model(config, parse_tasks(cfg.tasks, config)), {}
-    checkpoint = load_checkpoint(cfg.init)
-    config = checkpoint.config
-    if cfg.config and cfg.config != config.name:
-        raise CovidMTLError(f"--init {cfg.init} holds config {config.name!r}, not {cfg.config!r}")
-    if cfg.image_size and cfg.image_size != config.image_size:
-        raise CovidMTLError(f"--init {cfg.init} was trained at {config.image_size}^2, not {cfg.image_size}^2")
-    model = build_model(config, parse_tasks(cfg.tasks, config) if cfg.tasks else checkpoint.tasks)
-    own = model.state_dict()
-    loaded = {k: v for k, v in checkpoint.state_dict.items() if k in own and own[k].shape == v.shape}
-    if not any(k in loaded for k in own if k.startswith(("encoder.", "unet.", "layers."))):
-        raise CovidMTLError(f"--init {cfg.init}: no weights fit the network")
-    model.load_state_dict(loaded, strict=False)
-    model.preprocessing = Preprocessing.from_meta(checkpoint.meta, config.image_size)  # fine-tuning keeps it
-    return model, {"init": str(cfg.init), "init_loaded": len(loaded), "init_fresh": len(own) - len(loaded)}
 
 
 def plot_learning_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -169,38 +117,17 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     device = resolve_device(config.device)
     model, init_info = build_training_model(config)
     model = model.to(device)
-    size = model.config.image_size
-    preprocessing = of_model(model)
-    train_ds = build_dataset(records_train, preprocessing, transform=train_transforms(config.seed) if config.augment
-                             else eval_transforms(), progress=progress)
-    val_ds = build_dataset(records_val, preprocessing, transform=eval_transforms(), progress=progress)
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = train_sampler(train_ds, config.batch_size, config.steps_per_epoch, config.balance, generator)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)
-    val_loader = DataLoader(val_ds, batch_size=max(config.batch_size, 16), shuffle=False, num_workers=0)
-
+    loaders = data_loaders(config, model, records_train, records_val, progress=progress)
     loss_fn = MultiTaskLoss(model.tasks, config.lambdas)
     amp = device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    trainer = SupervisedTrainer(device=device, max_epochs=config.epochs, train_data_loader=train_loader,
-                                network=model, optimizer=optimizer, loss_function=loss_fn,
-                                iteration_update=make_train_iteration(loss_fn), amp=amp, decollate=False)
-    evaluator = SupervisedEvaluator(device=device, val_data_loader=val_loader, network=model,
-                                    iteration_update=make_eval_iteration(loss_fn), amp=amp, decollate=False)
-
-    train_stats, val_stats = EpochStats(loss_fn.lambdas), EpochStats(loss_fn.lambdas)
-    trained = trained_classes(train_ds.data) if "cls" in model.tasks else []
+    trainer = build_trainer(model, loss_fn, loaders.train, build_optimizer(model, config), device, config.epochs, amp)
+    evaluator = build_evaluator(model, loss_fn, loaders.val, device, amp)
+    train_stats, val_stats = epoch_stats(trainer), epoch_stats(evaluator)
     result = TrainResult(best_checkpoint=out / "model.pt", last_checkpoint=out / "last.pt",
                          history_path=out / "history.json", curves_path=out / "learning_curves.png")
-    settings = asdict(config)
-    settings.update(image_size=size, tasks=list(model.tasks), config=model.config.name,
-                    train_images=len(records_train), val_images=len(records_val),
-                    train_slices=count_samples(train_ds), val_slices=count_samples(val_ds), **init_info)
-    bar = tqdm(total=min(config.max_steps or 10**12, config.epochs * len(train_loader)), desc="training", unit="step",
-               disable=not progress)
-
-    train_stats.attach(trainer, reset_on=Events.EPOCH_STARTED)
-    val_stats.attach(evaluator, reset_on=Events.STARTED)
+    settings = run_settings(config, model, loaders.counts, init_info)
+    bar = tqdm(total=min(config.max_steps or 10**12, config.epochs * len(loaders.train)), desc="training",
+               unit="step", disable=not progress)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _step(engine):
@@ -209,13 +136,8 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
         if config.max_steps and engine.state.iteration >= config.max_steps:
             engine.terminate_epoch()  # validate and save this partial epoch, then stop (see _epoch_end)
 
-    @evaluator.on(Events.COMPLETED)
-    def _val_done(engine):
-        engine.state.metrics.update({k: v for k, v in val_stats.compute().items() if v is not None})
-
-    # registered after _val_done so it reads this epoch's score
     evaluator.add_event_handler(Events.COMPLETED, EarlyStopping(
-        patience=config.patience, score_function=lambda e: e.state.metrics["score"], trainer=trainer))
+        patience=config.patience, score_function=lambda e: e.state.metrics["val_score"], trainer=trainer))
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_end(engine):
@@ -225,8 +147,8 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
         row.update({f"train_{k}": v for k, v in train_stats.compute().items()})
         row.update({f"val_{k}": v for k, v in val_stats.compute().items()})
         result.history.append(row)
-        meta = {"epoch": row["epoch"], "steps": row["steps"], "metrics": row, "train_settings": settings,
-                "decision": validated_decision(trained, val_stats).as_meta()}
+        decision = validated_decision(loaders.counts["trained_classes"], val_stats) if "cls" in model.tasks else None
+        meta = checkpoint_meta("covid-mtl train", row["epoch"], row["steps"], row, settings, decision)
         save_checkpoint(result.last_checkpoint, model, meta)
         if is_better(row["val_score"], result.best_score):
             result.best_score, result.best_epoch = row["val_score"], row["epoch"]

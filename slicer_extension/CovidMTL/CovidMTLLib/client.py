@@ -214,13 +214,6 @@ class CovidMTLClient:
         path.write_bytes(response.content)
         return path
 
-    def download_label(self, image_id: str, tag: str, folder: Path) -> Path:
-        response = self.request("GET", "/datastore/label", f"download of label {image_id}/{tag}",
-                                params={"label": image_id, "tag": tag})
-        path = Path(folder) / _filename_from(response, f"{image_id}_label.nii.gz")
-        path.write_bytes(response.content)
-        return path
-
     def save_label(self, image_id: str, label_path: Path, tag: str, params: dict) -> dict:
         with open(label_path, "rb") as f:
             response = self.request(
@@ -229,11 +222,6 @@ class CovidMTLClient:
                 data={"params": json.dumps(params)},
             )
         return self.json(response, "correction")
-
-    def label_info(self, image_id: str, tag: str) -> dict:
-        response = self.request("GET", "/datastore/label/info", f"label info of {image_id}",
-                                params={"label": image_id, "tag": tag})
-        return self.json(response, "label info")
 
     def next_sample(self, strategy: str) -> dict:
         what = "next-case request"

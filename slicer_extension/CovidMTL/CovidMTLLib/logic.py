@@ -1,5 +1,8 @@
 """CovidMTLLogic: everything the radiologist's buttons do, headless (no Qt), so pytest drives it with a real
 MRML scene and a real server. The widget only forwards clicks here and shows what comes back.
+
+What the server serves (model, classes, correction classes, strategy, window) is read from its ``/info/`` at
+connect (``served.ServedModel``); an action that needs it before Connect was pressed connects first.
 """
 from __future__ import annotations
 
@@ -8,14 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import parameters
 from . import scene as mrml
 from .client import DEFAULT_URL, CovidMTLClient, CovidMTLLogicError
+from .served import LUNG_WINDOW, ServedModel
 
-MODEL = "covid_mtl"
-STRATEGY = "uncertainty"
 SEGMENT_NAME = "COVID lesion"
-CLASSES = ("covid", "normal", "other")  # order of the model's outputs (covid_mtl.image.CLASSES)
-CORRECTION_CLASSES = CLASSES + ("non-covid",)  # what a radiologist may assign (covid_mtl.image.LABELS)
 FINAL_TAG = "final"
 # Node attributes that remember which server image a volume is and which segmentation shows its lesions.
 IMAGE_ID_ATTRIBUTE = "CovidMTL.ImageId"
@@ -58,7 +59,7 @@ class InferenceResult:
         lines = [f"Prediction: {self.label}"]
         if self.statement:
             lines.append(f"  {self.statement}")
-        lines += [f"  p({name}) = {self.probabilities[name]:.3f}" for name in CLASSES if name in self.probabilities]
+        lines += [f"  p({name}) = {p:.3f}" for name, p in self.probabilities.items()]  # in the server's order
         volume = "n/a (no voxel spacing)" if self.lesion_volume_ml is None else f"{self.lesion_volume_ml:.1f} ml"
         lines.append(f"Lesion volume: {volume}")
         for key in NUMBER_KEYS:
@@ -115,6 +116,7 @@ class CovidMTLLogic:
         self.idle: Optional[Callable[[], None]] = None
         self.client = CovidMTLClient(server_url, timeout)
         self.server_info: dict[str, Any] = {}
+        self.served: Optional[ServedModel] = None  # what the server serves; None until connected
 
     # -- server -------------------------------------------------------------------------------------------------
     @property
@@ -124,7 +126,7 @@ class CovidMTLLogic:
     def set_server_url(self, url: str) -> None:
         client = CovidMTLClient(url, self.timeout, self.idle)
         if client.url != self.client.url:
-            self.client, self.server_info = client, {}
+            self.client, self.server_info, self.served = client, {}, None
 
     def set_idle_callback(self, idle: Optional[Callable[[], None]]) -> None:
         """Called repeatedly while waiting for the server (the widget passes slicer.app.processEvents)."""
@@ -132,16 +134,38 @@ class CovidMTLLogic:
         self.client.idle = idle
 
     def connect(self) -> dict[str, Any]:
-        """/info/ of the server; refuses a server that does not offer the covid_mtl model."""
+        """/info/ of the server, and what it serves (``self.served``); refuses a server without a classification
+        model."""
         info = self.client.info()
-        models = info.get("models") or {}
-        if MODEL not in models:
-            raise CovidMTLLogicError(
-                f"The server at {self.server_url} does not offer the '{MODEL}' model "
-                f"(it offers: {', '.join(models) or 'none'})"
-            )
+        self.served = ServedModel.from_info(info, self.server_url)
         self.server_info = info
         return info
+
+    def require_served(self) -> ServedModel:
+        """What the server serves, connecting first when nobody pressed Connect yet (Classify, Next case and Train
+        work straight away, as they always did; a server that is down says so here)."""
+        if self.served is None:
+            self.connect()
+        return self.served
+
+    @property
+    def correction_classes(self) -> tuple[str, ...]:
+        """The classes a correction may carry, as the server listed them; empty before connecting."""
+        return self.served.correction_classes if self.served is not None else ()
+
+    @property
+    def lung_window(self) -> tuple[float, float]:
+        """(width, level) the served model sees the CT through; W 1500 / L -600 before connecting or when the
+        server does not publish it."""
+        return self.served.window if self.served is not None else LUNG_WINDOW
+
+    def show_lung_window(self, volume_node) -> None:
+        """Show the CT as the model sees it (Classify, Next case; the web page on every case it loads)."""
+        mrml.show_window(volume_node, *self.lung_window)
+
+    def parameter_node(self) -> parameters.PanelParameters:
+        """The scene's parameter node of the panel; a new one gets this logic's server URL."""
+        return parameters.parameter_node(self.scene, self.server_url)
 
     def describe_server(self, info: Optional[dict[str, Any]] = None) -> str:
         info = info if info is not None else self.server_info
@@ -152,14 +176,20 @@ class CovidMTLLogic:
                  f"Strategies: {', '.join(info.get('strategies') or {}) or 'none'}"]
         if datastore:
             lines.append(f"Datastore: {datastore.get('total', '?')} images, {datastore.get('completed', '?')} labelled")
+        if self.served is not None:
+            lines.append(self.served.describe())
         return "\n".join(lines)
 
     # -- classify & segment -------------------------------------------------------------------------------------
-    def ensure_image_on_server(self, volume_node, progress: Progress = _no_progress) -> str:
-        """Image id of the volume on the server, uploading it only when the server lacks it."""
+    @staticmethod
+    def require_ct(volume_node) -> None:
         is_ct = volume_node is not None and volume_node.IsA("vtkMRMLScalarVolumeNode")
         if not is_ct or volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
             raise CovidMTLLogicError("Select a CT volume (scalar volume node) first")
+
+    def ensure_image_on_server(self, volume_node, progress: Progress = _no_progress) -> str:
+        """Image id of the volume on the server, uploading it only when the server lacks it."""
+        self.require_ct(volume_node)
         known = volume_node.GetAttribute(IMAGE_ID_ATTRIBUTE)  # set by Next case or an earlier upload
         image_id = known or mrml.content_id(volume_node)
         progress(f"Checking whether the server has {image_id}", 5)
@@ -177,9 +207,11 @@ class CovidMTLLogic:
         return image_id
 
     def classify_and_segment(self, volume_node, progress: Progress = _no_progress) -> InferenceResult:
+        self.require_ct(volume_node)
+        served = self.require_served()  # before uploading: a server without the model needs no copy of the CT
         image_id = self.ensure_image_on_server(volume_node, progress)
         progress("Classifying and segmenting on the server", 40)
-        result, mask = self.client.infer(MODEL, image_id)
+        result, mask = self.client.infer(served.name, image_id)
         if mask is None:
             raise CovidMTLLogicError(f"The server returned no lesion mask for {image_id} (only: {sorted(result)})")
         progress("Building the lesion segmentation", 85)
@@ -196,6 +228,7 @@ class CovidMTLLogic:
         volume_node.SetAttribute(SEGMENTATION_ATTRIBUTE, segmentation.GetID())
         warnings = case_warnings(result)
         segmentation.SetAttribute(WARNINGS_ATTRIBUTE, ";".join(str(w["name"]) for w in warnings))
+        self.show_lung_window(volume_node)
         progress("Done, with warnings: check the marked numbers" if warnings else "Done", 100)
         return InferenceResult(
             image_id=image_id,
@@ -228,6 +261,8 @@ class CovidMTLLogic:
     def submit_correction(self, volume_node, classification: str, segmentation_node=None,
                           progress: Progress = _no_progress) -> dict[str, Any]:
         """Send the (edited) lesion segment as a 0/1 labelmap on the CT grid + the chosen class (tag "final")."""
+        if not classification:
+            raise CovidMTLLogicError("Choose the class of this case before submitting the correction")
         segmentation_node = segmentation_node or self.segmentation_for(volume_node)
         if segmentation_node is None:
             raise CovidMTLLogicError(f'No "{SEGMENT_NAME}" segmentation for this volume: run Classify & Segment first')
@@ -244,13 +279,17 @@ class CovidMTLLogic:
     # -- active learning ----------------------------------------------------------------------------------------
     def next_case(self, progress: Progress = _no_progress):
         """Ask the server for the most uncertain unlabelled image and load it as a new volume node."""
+        served = self.require_served()
+        if served.strategy is None:
+            raise CovidMTLLogicError(f"The server at {self.server_url} offers no active-learning strategy")
         progress("Asking the server for the next case", 10)
-        sample = self.client.next_sample(STRATEGY)
+        sample = self.client.next_sample(served.strategy)
         image_id = sample.get("id")
         if not image_id:
             raise CovidMTLLogicError("The server has no unlabelled image left to propose")
         progress(f"Downloading {image_id}", 40)
         node = self.load_server_image(image_id)
+        self.show_lung_window(node)
         progress(f"Loaded {image_id}", 100)
         return node
 
@@ -266,13 +305,17 @@ class CovidMTLLogic:
 
     # -- training -----------------------------------------------------------------------------------------------
     def start_training(self, max_epochs: Optional[int] = None, **params: Any) -> dict[str, Any]:
+        served = self.require_served()
+        if served.trainer is None:
+            raise CovidMTLLogicError(f"The server at {self.server_url} offers no training for the model {served.name}")
         if max_epochs is not None:
             params["max_epochs"] = int(max_epochs)
-        return self.client.start_training(MODEL, params)
+        return self.client.start_training(served.trainer, params)
 
     def training_status(self) -> TrainingStatus:
+        served = self.require_served()
         task = self.client.training_status() or {}
-        stats = ((self.client.info().get("train_stats") or {}).get(MODEL)) or {}
+        stats = ((self.client.info().get("train_stats") or {}).get(served.trainer)) or {}
         state = str(task.get("status") or "NONE")
         return TrainingStatus(
             state=state,

@@ -1,5 +1,5 @@
 """MRML scene pieces, free of Qt: volume node <-> NIfTI with its IJK-to-RAS geometry, mask -> segmentation
-node on the CT grid, segment -> 0/1 labelmap on the CT grid.
+node on the CT grid, segment -> 0/1 labelmap on the CT grid, the grid-equality rule, a volume's window / level.
 
 Files are read and written with Slicer's own ITK-based storage node, so the geometry round trip is the one Slicer
 uses when a radiologist loads or saves a volume (NIfTI is RAS on disk, Slicer converts from/to LPS internally).
@@ -19,7 +19,11 @@ from slicer.util import arrayFromVolume, updateVolumeFromArray
 
 from .client import CovidMTLLogicError
 
-GEOMETRY_TOLERANCE_MM = 1e-3  # NIfTI stores the affine as float32: a round trip moves it by ~1e-5 mm
+# The grid-equality rule of the server (covid_mtl.io.grid.same_grid, which PUT /datastore/label applies), copied
+# because Slicer's Python lacks the covid_mtl package: same shape, and every origin and axis-vector component of the
+# IJK-to-RAS matrices within TOLERANCE_VOXELS of the reference's smallest voxel side. A mask the module accepts is
+# then one the server accepts too; tests/slicer/test_grid_rule.py runs both on the same cases.
+TOLERANCE_VOXELS = 0.01  # covid_mtl.io.grid.TOLERANCE_VOXELS; float32 NIfTI round trips move the affine ~1e-5 mm
 
 
 def ensure_segmentation_converters() -> None:
@@ -45,9 +49,27 @@ def dimensions(volume_node) -> tuple[int, int, int]:
     return tuple(image.GetDimensions())
 
 
-def same_grid(a, b, tolerance_mm: float = GEOMETRY_TOLERANCE_MM) -> bool:
-    """Same voxel count and the same IJK-to-RAS matrix (within ``tolerance_mm``)."""
-    return dimensions(a) == dimensions(b) and np.allclose(ijk_to_ras(a), ijk_to_ras(b), atol=tolerance_mm)
+def tolerance_mm(ijk_to_ras_matrix: np.ndarray) -> float:
+    """The rule's tolerance in mm for a grid (its smallest voxel side times ``TOLERANCE_VOXELS``)."""
+    sides = np.linalg.norm(np.asarray(ijk_to_ras_matrix, float)[:3, :3], axis=0)
+    return TOLERANCE_VOXELS * float(max(min(sides), 1e-6))
+
+
+def grids_match(dims_a, ijk_to_ras_a: np.ndarray, dims_b, ijk_to_ras_b: np.ndarray) -> bool:
+    """Whether grid ``a`` lies on grid ``b`` (the reference, whose voxel size sets the tolerance).
+
+    Dimensions are Slicer's (i, j, k); the core compares its (z, y, x) shapes, the same test reversed. Both
+    matrices map (i, j, k) to RAS, as the core's ``Image.affine`` (the NIfTI affine) does.
+    """
+    if tuple(dims_a) != tuple(dims_b):
+        return False
+    a, b = np.asarray(ijk_to_ras_a, float), np.asarray(ijk_to_ras_b, float)
+    return bool(np.all(np.abs(a[:3, :] - b[:3, :]) <= tolerance_mm(b)))
+
+
+def same_grid(a, b) -> bool:
+    """Whether volume node ``a`` lies on the grid of volume node ``b`` (:func:`grids_match`)."""
+    return grids_match(dimensions(a), ijk_to_ras(a), dimensions(b), ijk_to_ras(b))
 
 
 def read_volume(scene, path: Path, name: str, labelmap: bool = False):
@@ -169,3 +191,12 @@ def _remove_with_display(scene, node) -> None:
 def remove_node(scene, node: Optional[object]) -> None:
     if node is not None:
         _remove_with_display(scene, node)
+
+
+def show_window(volume_node, width: float, level: float) -> None:
+    """Show the volume with this window / level (in its display node, made here when it has none yet)."""
+    if volume_node.GetDisplayNode() is None:
+        volume_node.CreateDefaultDisplayNodes()
+    display = volume_node.GetDisplayNode()
+    display.AutoWindowLevelOff()  # else Slicer recomputes a window from the histogram and overrides this one
+    display.SetWindowLevel(float(width), float(level))

@@ -6,17 +6,15 @@
 - ``device``: ``auto`` (default: CUDA when present), ``cpu`` or ``cuda``.
 - ``preload``: ``true`` (default) loads the model and runs a warm-up slice when the server starts.
 - ``use_pretrained``: ``true`` (default) serves the packaged demo model until a trained one is published.
-- ``max_upload_mb``: refuse uploaded images or labels larger than this (default 2048).
-- ``max_image_mb``: memory one image may take while it is read, checked from its header before anything is
-  allocated (default 2048; ``covid_mtl.io.checks``).
+- ``max_upload_mb``, ``max_image_mb``, ``allow_unsupported_monailabel``: the server's settings (``lib/settings.py``).
 """
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional
 
 from lib.infers.covid_mtl import CovidMTLInfer
+from lib.monailabel_compat import in_task_subprocess
 from lib.trainers.covid_mtl import CovidMTLTrain
 
 from covid_mtl.nets.packaged import packaged_model_path
@@ -24,12 +22,6 @@ from monailabel.interfaces.config import TaskConfig
 from monailabel.utils.others.generic import strtobool
 
 PUBLISHED_NAME = "covid_mtl.pt"
-
-
-def _in_task_subprocess() -> bool:
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    return getattr(spec, "name", "") == "monailabel.interfaces.utils.app"
 
 
 class CovidMTLConfig(TaskConfig):
@@ -40,7 +32,7 @@ class CovidMTLConfig(TaskConfig):
         self.device = conf.get("device", "auto")
         # MONAI Label re-creates the whole app in a subprocess for training and scoring; only the server
         # process answers clicks, so only it pays for loading and warming up the model at start.
-        self.preload = strtobool(conf.get("preload", "true")) and not _in_task_subprocess()
+        self.preload = strtobool(conf.get("preload", "true")) and not in_task_subprocess()
         self.use_pretrained = strtobool(conf.get("use_pretrained", "true"))
         # Published by training (atomically) and preferred by infer; the packaged model is the fallback.
         self.published_path = os.path.join(model_dir, PUBLISHED_NAME)

@@ -14,11 +14,9 @@ import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from fastapi import HTTPException
-from lib.datastore import read_or_422
-from lib.http_errors import ModelUnavailable
+from lib.datastore import read_checked
+from lib.errors import ModelUnavailable, UnknownImage
 
-from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import CLASSES, LABELS, Image
 from covid_mtl.io import write_mask
 from covid_mtl.predict.predictor import Predictor
@@ -43,7 +41,8 @@ class CovidMTLInfer(InferTask):
             type=InferType.SEGMENTATION,
             labels={"covid_lesion": 1},
             dimension=3,
-            description="COVID-19 / normal / other classification and COVID lesion mask in one call",
+            description="COVID-19 classification (the classes its model was trained on) and COVID lesion mask in "
+                        "one call",
             config={"device": device},
         )
         self.model_paths = list(model_paths)
@@ -87,10 +86,7 @@ class CovidMTLInfer(InferTask):
         with self._lock:
             if self._predictor is None or self._loaded != key:
                 logger.info(f"covid_mtl: loading model {path}")
-                try:
-                    predictor = Predictor.from_checkpoint(path, device=self.device)
-                except CovidMTLError as exc:  # the server's model file, not the client's input: 503, not 422
-                    raise ModelUnavailable(str(exc)) from exc
+                predictor = Predictor.from_checkpoint(path, device=self.device)  # ModelFileError: 503
                 model_version(predictor)
                 warm_up(predictor)
                 self._predictor, self._loaded = predictor, key
@@ -103,8 +99,8 @@ class CovidMTLInfer(InferTask):
     def read(self, request: Dict[str, Any]) -> Image:
         path = request.get("image")
         if not isinstance(path, str) or not path or not os.path.exists(path):
-            raise HTTPException(status_code=404, detail=f"image {request.get('image')!r} not found")
-        return read_or_422(path)
+            raise UnknownImage(request.get("image"))
+        return read_checked(path)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
+from lib.monailabel_compat import datastore_root
+
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
 from covid_mtl.io.manifest import read_manifest
@@ -42,7 +44,7 @@ def _classification(*infos: Optional[Dict[str, Any]]) -> Optional[str]:
 
 
 def datastore_records(datastore: Datastore) -> List[Dict[str, Any]]:
-    by_manifest = manifest_rows(getattr(datastore, "_datastore_path", ""))
+    by_manifest = manifest_rows(datastore_root(datastore))
     labeled = set(datastore.get_labeled_images(label_tag=DefaultLabelTag.FINAL))
     records = []
     for image_id in sorted(datastore.list_images()):
