@@ -10,6 +10,7 @@ stopping and the atomic publish of the served model.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from ignite.metrics import Metric
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.utils import set_determinism
 from torch.utils.data import Subset
 
 from ..errors import CovidMTLError
@@ -29,7 +31,7 @@ from ..nets.preprocessing import Preprocessing, of_model
 from .augment import eval_transforms, train_transforms
 from .decision import trained_classes
 from .losses import MultiTaskLoss
-from .samples import build_dataset, count_samples, train_sampler
+from .samples import as_records, build_dataset, count_samples, train_sampler
 from .step import EpochStats, make_eval_iteration, make_train_iteration
 
 STATS = ("loss", "loss_recon", "loss_seg", "loss_cls", "dice", "covid_auc", "accuracy", "covid_accuracy", "score")
@@ -67,7 +69,9 @@ class TrainConfig:
 def build_training_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The network to train: fresh from ``cfg.config``, or initialised from ``cfg.init`` (fine-tuning: the
     checkpoint's config and preprocessing are kept; weights of heads the new task set lacks are dropped, new heads
-    start fresh)."""
+    start fresh). Seeds torch, numpy and random with ``cfg.seed`` first, so a run starts from the same weights and
+    draws the same batches whoever starts it."""
+    set_determinism(seed=cfg.seed)
     if not cfg.init:
         config = get_config(cfg.config or "lite", cfg.image_size)
         return build_model(config, parse_tasks(cfg.tasks, config)), {}
@@ -101,7 +105,10 @@ class Loaders:
 def data_loaders(cfg: TrainConfig, model: torch.nn.Module, train_records: Sequence[Any],
                  val_records: Sequence[Any], progress: bool = False, distributed: bool = False) -> Loaders:
     """Slice datasets cut by the model's preprocessing; training draws ``steps_per_epoch`` batches with the class
-    balance (seeded by ``cfg.seed``), or each process its share of the slices under DDP (``distributed``)."""
+    balance (seeded by ``cfg.seed``), or each process its share of the slices under DDP (``distributed``). Images are
+    taken in the order of their real paths, so a manifest and a datastore listing of the same files draw the same
+    batches."""
+    train_records, val_records = _in_path_order(train_records), _in_path_order(val_records)
     preprocessing = of_model(model)
     train_ds = build_dataset(train_records, preprocessing, progress=progress,
                              transform=train_transforms(cfg.seed) if cfg.augment else eval_transforms())
@@ -123,6 +130,10 @@ def data_loaders(cfg: TrainConfig, model: torch.nn.Module, train_records: Sequen
         val_ds = Subset(val_ds, [int(i * stride) for i in range(cfg.val_steps * val_size)])
     return Loaders(DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=0),
                    DataLoader(val_ds, batch_size=val_size, shuffle=False, num_workers=0) if val_ds else None, counts)
+
+
+def _in_path_order(records: Sequence[Any]) -> list:
+    return sorted(as_records(records), key=lambda r: os.path.realpath(r.image))
 
 
 def trained_classes_of(dataset, model: torch.nn.Module) -> list[str]:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from ignite.engine import Events
 from ignite.handlers import EarlyStopping
-from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
@@ -105,7 +104,6 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    set_determinism(seed=config.seed)
     records_train = as_records(records_train)
     records_val = as_records(records_val or [])
     if not records_train:

@@ -1,9 +1,8 @@
 """The one multi-task step: batch -> outputs -> partial-label loss (-> backward, optimizer step).
 
 ``make_train_iteration`` and ``make_eval_iteration`` return the ``iteration_update`` callables for MONAI's ignite
-engines (``SupervisedTrainer`` / ``SupervisedEvaluator``); the CLI training loop and the MONAI Label train task
-(``BasicTrainTask.train_iteration_update`` / ``val_iteration_update``) both plug them in, so there is one way of
-training. They use the engine's ``network``, ``optimizer``, ``state.device``, ``amp`` and ``scaler`` and fire MONAI's
+engines (``SupervisedTrainer`` / ``SupervisedEvaluator``), which ``covid_mtl.train.engine`` builds for both the CLI
+training loop and the MONAI Label train task, so there is one way of training. They use the engine's ``network``, ``optimizer``, ``state.device``, ``amp`` and ``scaler`` and fire MONAI's
 ``IterationEvents`` like MONAI's own iteration, so MONAI handlers (stats, checkpoints, decollation) keep working.
 
 The returned ``engine.state.output`` has MONAI's keys — ``image``, ``label`` (lesion mask), ``pred`` (lesion
@@ -27,9 +26,6 @@ from torch import nn
 
 from .losses import LossResult, MultiTaskLoss
 from .selection import selection_score
-
-BATCH_KEYS = ("image", "mask", "has_mask", "cls_target", "cls_weight")
-
 
 def to_device(batch: Mapping[str, Any], device: torch.device | str, non_blocking: bool = False) -> dict[str, torch.Tensor]:
     """The tensors a step needs, on ``device`` (missing label keys become "no label")."""

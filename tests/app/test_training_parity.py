@@ -1,0 +1,87 @@
+"""`covid-mtl train` and the MONAI Label train task are one training set-up (issue 22): the task's defaults are the
+CLI's, and on the same images with the same settings both train the same weights and write the same checkpoint
+metadata (``covid_mtl.train.engine``). The task runs in this process, as MONAI Label's task subprocess runs it."""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from covid_mtl.io.manifest import read_manifest
+from covid_mtl.nets.checkpoint import load_checkpoint
+from covid_mtl.train.engine import build_training_model
+from covid_mtl.train.loop import TrainConfig, train
+from covid_mtl.train.selection import split_validation
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "covid_mtl"
+SETTINGS = {"epochs": 2, "steps_per_epoch": 2, "val_steps": 1, "batch_size": 2, "augment": False}
+REQUEST = {"max_epochs": 2, "steps_per_epoch": 2, "val_steps": 1, "train_batch_size": 2, "augment": False,
+           "fine_tune": False, "model_config": "tiny", "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def task_class():
+    sys.path.insert(0, str(APP))
+    try:
+        from lib.trainers.covid_mtl import DEFAULTS, CovidMTLTrain  # the app's own import root
+    finally:
+        sys.path.remove(str(APP))
+    return CovidMTLTrain, DEFAULTS
+
+
+def test_the_train_task_takes_the_cli_defaults(task_class, tmp_path) -> None:
+    import argparse
+
+    from covid_mtl.commands.train import register
+
+    CovidMTLTrain, defaults = task_class
+    assert asdict(defaults) == asdict(TrainConfig())
+    config = CovidMTLTrain(str(tmp_path), str(tmp_path / "covid_mtl.pt"), [], "lite", "cpu").config()
+    task_defaults = (config["max_epochs"], config["early_stop_patience"], config["train_batch_size"],
+                     config["learning_rate"], config["val_split"])
+    parser = argparse.ArgumentParser().add_subparsers()
+    register(parser)
+    cli = parser.choices["train"].parse_args(["--manifest", "m.csv", "--out", "o"])
+    expected = (defaults.epochs, defaults.patience, defaults.batch_size, defaults.lr, defaults.val_fraction)
+    assert task_defaults == expected == (cli.epochs, cli.patience, cli.batch_size, cli.lr, defaults.val_fraction)
+
+
+def test_cli_and_train_task_train_the_same_model(tmp_path, sample_data, task_class) -> None:
+    from monailabel.datastore.local import LocalDatastore
+
+    CovidMTLTrain, _ = task_class
+    studies = tmp_path / "studies"
+    shutil.copytree(sample_data, studies, ignore=shutil.ignore_patterns("datastore_v2.json", ".lock", "dicom*"))
+    lines = [line for line in (studies / "manifest.csv").read_text().splitlines() if "dicom" not in line]
+    (studies / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+    train_rows, val_rows = split_validation(read_manifest(studies / "manifest.csv"), 0.2, seed=0)
+    cli = train(TrainConfig(config="tiny", device="cpu", **SETTINGS), train_rows, val_rows, tmp_path / "cli",
+                progress=False)
+
+    model_dir = tmp_path / "app_model"
+    model_dir.mkdir()
+    task = CovidMTLTrain(str(model_dir), str(model_dir / "covid_mtl.pt"), [], model_config="tiny", device="cpu")
+    datastore = LocalDatastore(str(studies), extensions=("*.nii.gz", "*.png"), auto_reload=False)
+    task(dict(REQUEST), datastore)
+
+    ours, theirs = load_checkpoint(cli.last_checkpoint), load_checkpoint(model_dir / "covid_mtl.pt")
+    assert set(ours.meta) == set(theirs.meta)
+    assert ours.meta["trained_by"] == "covid-mtl train" and theirs.meta["trained_by"] == "monailabel"
+    assert ours.meta["decision"] == theirs.meta["decision"]
+    assert ours.meta["preprocessing"] == theirs.meta["preprocessing"]
+    shared = {k for k in ours.meta["train_settings"] if k != "device"}
+    assert {k: ours.meta["train_settings"][k] for k in shared} == \
+        {k: theirs.meta["train_settings"][k] for k in shared}
+    # the task publishes its best epoch; with two epochs compare the weights of the epoch both kept last
+    assert theirs.meta["epoch"] in (1, 2)
+    same = load_checkpoint(cli.best_checkpoint) if theirs.meta["epoch"] == cli.best_epoch else ours
+    assert same.meta["epoch"] == theirs.meta["epoch"]
+    for key, value in same.state_dict.items():
+        assert torch.allclose(value, theirs.state_dict[key], atol=1e-6), key
+    start = build_training_model(TrainConfig(config="tiny"))[0].state_dict()  # the same seed's initial weights
+    assert any(not torch.allclose(v, start[k]) for k, v in same.state_dict.items())  # both did train
