@@ -27,7 +27,10 @@ INSTALL_REQUIRES = [
     "pillow>=9",
 ]
 
-TEST_REQUIRES = [
+# `covid-mtl analyze --ray`: archive analysis on a Ray cluster. Optional, so the base install stays lean.
+RAY_REQUIRES = ["ray>=2.50,<2.61"]
+
+TEST_REQUIRES = RAY_REQUIRES + [
     "pytest>=7",
     "requests>=2.28",
     "slicer-core>=5.12",
@@ -47,6 +50,6 @@ setup(
     include_package_data=True,
     package_data={"covid_mtl": ["nets/models/*.pt"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"ray": RAY_REQUIRES, "test": TEST_REQUIRES},
     entry_points={"console_scripts": ["covid-mtl=covid_mtl.cli:main"]},
 )

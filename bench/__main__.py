@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import infer_volume, lungmask, throughput
+from bench import archive, infer_volume, lungmask, throughput
 
 
 def main() -> int:
     throughput.main(["--quick"] if "--quick" in sys.argv else [])
     infer_volume.main(["--repeats", "2"] if "--quick" in sys.argv else [])
     lungmask.main(["--repeats", "1"] if "--quick" in sys.argv else [])
+    archive.main([])
     try:
         from bench import load
     except ImportError:
