@@ -1,4 +1,4 @@
-"""``make bench``: every benchmark, one after the other (about 10 minutes on 2 CPU cores)."""
+"""``make bench``: every benchmark, one after the other (about 13 minutes on 2 CPU cores)."""
 from __future__ import annotations
 
 import sys

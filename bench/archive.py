@@ -1,7 +1,8 @@
 """Archive throughput of ``covid-mtl analyze``: one process vs a local Ray cluster of 1 and 2 workers.
 
 The archive: the sample data (10 cases) plus the real scans in ``../shared/data/real_ct`` when that folder exists
-(9 more: three whole-chest LIDC series, the TotalSegmentator example as NIfTI and DICOM, small DICOM files). Each
+(9 more: three whole-chest LIDC series, the TotalSegmentator example as NIfTI and DICOM, small DICOM series; each
+series in a folder of its own, since a folder holding DICOM files is one series). Each
 run starts from an empty output folder; the Ray runs include starting the local cluster and loading the model in
 each worker, as an admin's run does. Prints cases per minute, the speed-up over one process and the scaling per
 worker (speed-up / workers), and checks every run wrote the same summary.
@@ -21,7 +22,7 @@ from pathlib import Path
 from bench.common import REAL_CT, ROOT, save, table
 
 REAL = ("full_chest/lidc0001", "full_chest/lidc0002", "full_chest/lidc0003", "lungmask_testdata",
-        "pydicom_ct_small/CT_small.dcm", "totalsegmentator_example/example_ct.nii.gz",
+        "pydicom_ct_small", "totalsegmentator_example/example_ct.nii.gz",
         "totalsegmentator_example/example_ct_sm.nii.gz", "totalsegmentator_example/pulmonary_report_ct_cropped.nii.gz",
         "totalsegmentator_example/example_ct_dicom")
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"out_{workers or 0}"
             seconds = run(work / "cases", out, workers)
             results[label] = summary(out)
-            rows.append({"run": label, "cases": n, "seconds": round(seconds, 1),
+            ok = sum(r["status"] == "ok" for r in results[label])
+            rows.append({"run": label, "cases": len(results[label]), "ok": ok, "seconds": round(seconds, 1),
                          "cases_per_min": round(60 * n / seconds, 2)})
         base = rows[1]["cases_per_min"]  # scaling is measured against Ray with one worker
         for row, workers in zip(rows, (None, 1, 2)):

@@ -31,7 +31,8 @@ from ..nets.preprocessing import Preprocessing, of_model
 from .augment import eval_transforms, train_transforms
 from .decision import trained_classes
 from .losses import MultiTaskLoss
-from .samples import as_records, build_dataset, count_samples, train_sampler
+from .distributed import gather_stats, rank as distributed_rank, world_size as distributed_world_size
+from .samples import ShareOfDraws, as_records, build_dataset, count_samples, train_sampler
 from .step import EpochStats, make_eval_iteration, make_train_iteration
 
 STATS = ("loss", "loss_recon", "loss_seg", "loss_cls", "dice", "covid_auc", "accuracy", "covid_accuracy", "score")
@@ -105,20 +106,21 @@ class Loaders:
 def data_loaders(cfg: TrainConfig, model: torch.nn.Module, train_records: Sequence[Any],
                  val_records: Sequence[Any], progress: bool = False, distributed: bool = False) -> Loaders:
     """Slice datasets cut by the model's preprocessing; training draws ``steps_per_epoch`` batches with the class
-    balance (seeded by ``cfg.seed``), or each process its share of the slices under DDP (``distributed``). Images are
-    taken in the order of their real paths, so a manifest and a datastore listing of the same files draw the same
-    batches."""
+    balance (seeded by ``cfg.seed``). Under DDP (``distributed``: a process group is up) ``cfg.batch_size`` is per
+    process: every process computes the epoch of draws one process with ``world_size`` x the batch would make and
+    takes its share (``ShareOfDraws``), so together they train on what one process would, split between them.
+    Images are taken in the order of their real paths, so a manifest and a datastore listing of the same files draw
+    the same batches."""
     train_records, val_records = _in_path_order(train_records), _in_path_order(val_records)
     preprocessing = of_model(model)
+    rank, world = (distributed_rank(), distributed_world_size()) if distributed else (0, 1)
+    # each process its own augmentation stream: one shared seed would flip and rotate every share of a step alike
     train_ds = build_dataset(train_records, preprocessing, progress=progress,
-                             transform=train_transforms(cfg.seed) if cfg.augment else eval_transforms())
-    if distributed:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed)
-    else:
-        generator = torch.Generator().manual_seed(cfg.seed)
-        sampler = train_sampler(train_ds, cfg.batch_size, cfg.steps_per_epoch, cfg.balance, generator)
+                             transform=train_transforms(cfg.seed + rank) if cfg.augment else eval_transforms())
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = train_sampler(train_ds, cfg.batch_size * world, cfg.steps_per_epoch, cfg.balance, generator)
+    if world > 1:
+        sampler = ShareOfDraws(sampler, rank, world)
     val_size = max(cfg.batch_size, VAL_BATCH_SIZE)
     val_ds = build_dataset(val_records, preprocessing, transform=eval_transforms(), progress=progress) \
         if val_records else None
@@ -143,16 +145,20 @@ def trained_classes_of(dataset, model: torch.nn.Module) -> list[str]:
 # ----- epoch numbers as ignite metrics --------------------------------------------------------------------------------
 class EpochStatsMetric(Metric):
     """Collects the epoch's step outputs into ``EpochStats`` (engines run with decollate=False) and reports one of
-    its numbers; :class:`StatView` metrics report the others from the same collection."""
+    its numbers; :class:`StatView` metrics report the others from the same collection. ``across_ranks``: under DDP
+    the first number asked for at the epoch's end first gathers every process's share (ignite asks in every process
+    at the same point), so the training numbers are the whole epoch's, as in one process."""
 
-    def __init__(self, lambdas: dict[str, float], key: str, default: float = 0.0) -> None:
-        self.key, self.default = key, default
+    def __init__(self, lambdas: dict[str, float], key: str, default: float = 0.0, across_ranks: bool = False) -> None:
+        self.key, self.default, self.across_ranks = key, default, across_ranks
         self.stats = EpochStats(lambdas)
+        self.gathered = False
         # A 1-tuple: ignite would otherwise demand y_pred/y keys in the (dict) step output.
         super().__init__(output_transform=lambda output: (output,))
 
     def reset(self) -> None:
         self.stats.reset()
+        self.gathered = False
 
     def update(self, output) -> None:
         self.stats.update(output[0])
@@ -161,6 +167,9 @@ class EpochStatsMetric(Metric):
         return self.value(self.key, self.default)
 
     def value(self, key: str, default: float) -> float:
+        if self.across_ranks and not self.gathered:
+            self.gathered = True
+            gather_stats(self.stats)
         found = self.stats.compute().get(key)
         return float(default if found is None else found)
 
@@ -180,10 +189,11 @@ class StatView(Metric):
         return self.owner.value(self.key, self.default)
 
 
-def epoch_metrics(lambdas: dict[str, float], split: str, key: str) -> tuple[dict[str, Metric], dict[str, Metric]]:
+def epoch_metrics(lambdas: dict[str, float], split: str, key: str,
+                  across_ranks: bool = False) -> tuple[dict[str, Metric], dict[str, Metric]]:
     """``({split_key: metric}, {split_other: metric, ...})`` over one shared collection; ``score`` defaults to
     -inf (nothing to select by yet), the others to 0."""
-    owner = EpochStatsMetric(lambdas, key, float("-inf") if key == "score" else 0.0)
+    owner = EpochStatsMetric(lambdas, key, float("-inf") if key == "score" else 0.0, across_ranks)
     views = {f"{split}_{s}": StatView(owner, s, float("-inf") if s == "score" else 0.0) for s in STATS if s != key}
     return {f"{split}_{key}": owner}, views
 
@@ -195,7 +205,8 @@ def epoch_stats(engine) -> EpochStats:
 
 def build_trainer(model: torch.nn.Module, loss_fn: MultiTaskLoss, loader: DataLoader, optimizer, device,
                   max_epochs: int, amp: bool = False, handlers: Sequence[Any] = ()) -> SupervisedTrainer:
-    key, others = epoch_metrics(loss_fn.lambdas, "train", "dice")
+    # training numbers over every process's share; validation is whole in each process that runs it
+    key, others = epoch_metrics(loss_fn.lambdas, "train", "dice", across_ranks=distributed_world_size() > 1)
     trainer = SupervisedTrainer(device=device, max_epochs=max_epochs, train_data_loader=loader, network=model,
                                 optimizer=optimizer, loss_function=loss_fn, key_train_metric=key,
                                 additional_metrics=others, train_handlers=list(handlers),
@@ -218,7 +229,9 @@ def build_evaluator(model: torch.nn.Module, loss_fn: MultiTaskLoss, loader: Data
 def run_settings(cfg: TrainConfig, model: torch.nn.Module, counts: dict[str, Any],
                  init_info: dict[str, Any]) -> dict[str, Any]:
     settings = asdict(cfg)
+    # batch_size is per process; world_size processes trained together (1: a single process)
     settings.update(image_size=model.config.image_size, tasks=list(model.tasks), config=model.config.name,
+                    world_size=distributed_world_size(),
                     **{k: v for k, v in counts.items() if k != "trained_classes"}, **init_info)
     return settings
 

@@ -5,6 +5,12 @@ task uses too). This loop adds what a command-line run needs: after every epoch 
 (when the validation selection score improved, ``covid_mtl.train.selection``) ``model.pt`` written atomically,
 ``history.json`` and ``learning_curves.png`` rewritten, so an interrupted run leaves usable files; ignite's
 ``EarlyStopping`` stops when the selection score has not improved for ``patience`` epochs; progress with tqdm.
+
+Inside a process group (``covid-mtl train`` under torchrun, ``train.distributed``) every process trains its share
+of each step in DistributedDataParallel; rank 0 alone validates, writes the files and reports, and the others take
+its stop decision after every epoch. Rank 0 validates alone rather than every process repeating it: the decision
+then cannot differ between processes (their batch-norm statistics and, on other hardware, their rounding may), the
+others need not read the validation images, and the checkpoint holds the weights that were validated.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from ..device import resolve_device
 from ..errors import CovidMTLError
 from ..nets.checkpoint import save_checkpoint
 from .decision import validated_decision
+from .distributed import rank, stop_with_rank0, world_size, wrap
 from .engine import (TrainConfig, build_evaluator, build_optimizer, build_trainer, build_training_model,
                      checkpoint_meta, data_loaders, epoch_stats, run_settings)
 from .losses import MultiTaskLoss
@@ -100,10 +107,15 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
           out_dir: str | os.PathLike, progress: bool = True) -> TrainResult:
     """Train on ``records_train`` (manifest rows, ``VolumeRecord``s or dicts with image/mask/label), validate on
     ``records_val`` (empty or None: a seeded ``val_fraction`` of the training images; a single training image
-    validates on itself). Writes into ``out_dir``; returns paths, history and the best epoch."""
+    validates on itself). Writes into ``out_dir``; returns paths, history and the best epoch. In a process group
+    (``train.distributed.process_group``) ``config.batch_size`` is per process, and only rank 0 writes, reports
+    and returns a history."""
     t_start = time.perf_counter()
+    distributed, main = world_size() > 1, rank() == 0
+    progress = progress and main
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     records_train = as_records(records_train)
     records_val = as_records(records_val or [])
     if not records_train:
@@ -115,12 +127,17 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
     device = resolve_device(config.device)
     model, init_info = build_training_model(config)
     model = model.to(device)
-    loaders = data_loaders(config, model, records_train, records_val, progress=progress)
+    # only rank 0 validates, so only it reads the validation images
+    loaders = data_loaders(config, model, records_train, records_val if main else [], progress=progress,
+                           distributed=distributed)
     loss_fn = MultiTaskLoss(model.tasks, config.lambdas)
     amp = device.type == "cuda"
-    trainer = build_trainer(model, loss_fn, loaders.train, build_optimizer(model, config), device, config.epochs, amp)
-    evaluator = build_evaluator(model, loss_fn, loaders.val, device, amp)
-    train_stats, val_stats = epoch_stats(trainer), epoch_stats(evaluator)
+    network = wrap(model, device) if distributed else model
+    trainer = build_trainer(network, loss_fn, loaders.train, build_optimizer(model, config), device, config.epochs,
+                            amp)
+    # the evaluator runs the bare model: DDP's forward may exchange buffers, which rank 0 alone must not start
+    evaluator = build_evaluator(model, loss_fn, loaders.val, device, amp) if main else None
+    train_stats = epoch_stats(trainer)
     result = TrainResult(best_checkpoint=out / "model.pt", last_checkpoint=out / "last.pt",
                          history_path=out / "history.json", curves_path=out / "learning_curves.png")
     settings = run_settings(config, model, loaders.counts, init_info)
@@ -134,11 +151,19 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
         if config.max_steps and engine.state.iteration >= config.max_steps:
             engine.terminate_epoch()  # validate and save this partial epoch, then stop (see _epoch_end)
 
-    evaluator.add_event_handler(Events.COMPLETED, EarlyStopping(
-        patience=config.patience, score_function=lambda e: e.state.metrics["val_score"], trainer=trainer))
+    if main:
+        evaluator.add_event_handler(Events.COMPLETED, EarlyStopping(
+            patience=config.patience, score_function=lambda e: e.state.metrics["val_score"], trainer=trainer))
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_end(engine):
+        if main:
+            _validate_and_save(engine)
+        if config.max_steps and engine.state.iteration >= config.max_steps:
+            engine.terminate()
+
+    def _validate_and_save(engine):
+        val_stats = epoch_stats(evaluator)
         evaluator.run()
         row: dict[str, Any] = {"epoch": engine.state.epoch, "steps": engine.state.iteration,
                                "seconds": round(time.perf_counter() - t_start, 2)}
@@ -156,8 +181,9 @@ def train(config: TrainConfig, records_train: Sequence[Any], records_val: Sequen
         plot_learning_curves(result.history, result.curves_path)
         if progress:
             tqdm.write(_epoch_line(row))
-        if config.max_steps and engine.state.iteration >= config.max_steps:
-            engine.terminate()
+
+    if distributed:
+        stop_with_rank0(trainer)  # after _epoch_end, whose validation may have stopped rank 0
 
     @trainer.on(Events.TERMINATE)
     def _terminated(engine):

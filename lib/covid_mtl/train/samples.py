@@ -27,7 +27,7 @@ slice), so each image file is read once.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,6 +188,29 @@ def train_sampler(dataset: Dataset, batch_size: int, steps_per_epoch: int | None
     if balance:
         return WeightedRandomSampler(balance_weights(dataset.data), draws, generator=generator)
     return RandomSampler(dataset, num_samples=draws, generator=generator)
+
+
+class ShareOfDraws(Sampler[int]):
+    """One process's share of an epoch of ``draws`` that every process computes alike (the same sampler with the
+    same seeded generator, advanced once per epoch as in a single process): every ``world_size``-th (W) draw from
+    ``rank``. The shares' batches k (batch size B) together are batch k of one process with batch W x B: its draws
+    ``k*W*B`` to ``(k+1)*W*B - 1`` are the draws ``k*B`` to ``(k+1)*B - 1`` of the W shares. A last uneven
+    stretch is topped up from the epoch's first draws (as torch's ``DistributedSampler`` does), so every process
+    takes as many steps as the others and none waits for gradients that never come."""
+
+    def __init__(self, draws: Sampler[int], rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise CovidMTLError(f"rank {rank} outside a world of {world_size}")
+        self.draws, self.rank, self.world_size = draws, rank, world_size
+
+    def __len__(self) -> int:
+        return -(-len(self.draws) // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        draws = list(self.draws)  # the whole epoch, identical in every process
+        total = len(self) * self.world_size
+        draws = (draws * -(-total // max(len(draws), 1)))[:total]
+        return iter(draws[self.rank::self.world_size])
 
 
 def count_samples(dataset: Dataset) -> dict[str, int]:

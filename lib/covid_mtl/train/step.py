@@ -185,6 +185,18 @@ class EpochStats:
             self.covid_scores.append(logits[covid, 0].detach().float().cpu().numpy())
             self.covid_truth.append(target[covid, 0].detach().float().cpu().numpy())
 
+    def merge(self, other: "EpochStats") -> None:
+        """Add another collection of the same epoch (another process's share of it under DDP)."""
+        for task in self.lambdas:
+            self.sums[task] += other.sums[task]
+            self.counts[task] += other.counts[task]
+        for name in ("dice_inter", "dice_total", "annotated", "correct", "labelled", "covid_correct",
+                     "covid_labelled"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.classes_seen |= other.classes_seen
+        self.covid_scores += other.covid_scores
+        self.covid_truth += other.covid_truth
+
     def compute(self) -> dict[str, float | None]:
         terms = {t: self.sums[t] / self.counts[t] if self.counts[t] else None for t in self.lambdas}
         stats: dict[str, float | None] = {f"loss_{t}": v for t, v in terms.items()}
@@ -202,7 +214,7 @@ class EpochStats:
         if not self.covid_scores:
             return None
         truth, scores = np.concatenate(self.covid_truth), np.concatenate(self.covid_scores)
-        if truth.min() == truth.max():
+        if truth.size == 0 or truth.min() == truth.max():  # empty: batches came, none with P(covid) supervised
             return None
         return float(roc_auc_score(truth > 0.5, scores))
 

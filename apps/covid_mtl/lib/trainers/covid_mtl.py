@@ -3,9 +3,12 @@
 MONAI Label's ``BasicTrainTask`` gives the request handling, output folders, train stats, early stopping and the
 multi-GPU (DDP) path; this class turns the request into the core's ``TrainConfig`` (whose defaults are the
 request's defaults, so ``covid-mtl train`` and this task train alike) and fills MONAI Label's hooks with the core's
-network, fine-tune rule, data loaders, engines and checkpoint metadata. The served model is only ever replaced by
-an atomic rename of a complete checkpoint, so infer never loads a half-written file and a crashed run leaves it
-untouched.
+network, fine-tune rule, data loaders, engines and checkpoint metadata. Multi-GPU (``{"multi_gpu": true}``: MONAI
+Label starts one process per GPU, joins them and wraps the network in DDP) trains as ``covid-mtl train`` under
+torchrun: each process its share of every step's draws (``train_batch_size`` is per GPU), training numbers gathered
+from all of them, rank 0's stop decision binding all (``covid_mtl.train.distributed``); every rank validates. The
+served model is only ever replaced by an atomic rename of a complete checkpoint, so infer never loads a
+half-written file and a crashed run leaves it untouched.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from monai.handlers import StatsHandler, ValidationHandler
 
 from covid_mtl.nets.checkpoint import save_checkpoint
 from covid_mtl.train.decision import validated_decision
+from covid_mtl.train.distributed import stop_with_rank0
 from covid_mtl.train.engine import (TrainConfig, build_evaluator, build_optimizer, build_trainer,
                                     build_training_model, checkpoint_meta, data_loaders, epoch_stats, run_settings)
 from covid_mtl.train.losses import MultiTaskLoss
@@ -158,6 +162,9 @@ class CovidMTLTrain(EngineTrainTask):
     # ----- publishing -----------------------------------------------------------------------------------------------
     def finalize(self, context: Context) -> None:
         super().finalize(context)  # train stats after every epoch + early stopping on the validation score
+        if context.multi_gpu:
+            # every rank validates (MONAI Label's design); rank 0's stop decision binds them all, as under torchrun
+            stop_with_rank0(context.trainer)
         if context.local_rank != 0:
             return
         watched = context.evaluator or context.trainer
