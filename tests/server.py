@@ -38,6 +38,18 @@ class Server:
         return self.process.poll() is None
 
 
+def app_module(name: str):
+    """The app's module ``name`` (e.g. ``lib.trainers.covid_mtl``), imported from the app's own import root as
+    MONAI Label imports it, without leaving that root on ``sys.path``."""
+    import importlib
+
+    sys.path.insert(0, str(APP))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(APP))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from pathlib import Path
 
 import monailabel
 import pytest
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "covid_mtl"
+from tests.server import APP, app_module
+
 STATUS_MAP = APP / "lib" / "http_errors.py"
 COMPAT = APP / "lib" / "monailabel_compat.py"
 
@@ -76,12 +76,7 @@ def test_monailabel_internals_are_touched_only_from_the_compat_module() -> None:
 
 @pytest.fixture()
 def compat():
-    sys.path.insert(0, str(APP))
-    try:
-        from lib import monailabel_compat  # the app's own import root
-    finally:
-        sys.path.remove(str(APP))
-    return monailabel_compat
+    return app_module("lib.monailabel_compat")
 
 
 def test_start_up_refuses_an_unchecked_monailabel_version(compat) -> None:

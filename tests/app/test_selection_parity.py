@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,13 @@ import pytest
 from covid_mtl.io.manifest import read_manifest
 from covid_mtl.train.selection import best_epoch, selection_score, split_validation
 from covid_mtl.train.step import EpochStats
+from tests.server import app_module
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "covid_mtl"
 
 
 @pytest.fixture(scope="module")
 def app_trainer():
-    sys.path.insert(0, str(APP))
-    try:
-        from lib.trainers.covid_mtl import CovidMTLTrain  # noqa: E402 (the app's own import root)
-        from lib.trainers.datalist import datastore_records
-    finally:
-        sys.path.remove(str(APP))
-    return CovidMTLTrain, datastore_records
+    return app_module("lib.trainers.covid_mtl").CovidMTLTrain, app_module("lib.trainers.datalist").datastore_records
 
 
 def _studies(tmp_path: Path, sample_data: Path, with_split: bool) -> Path:

@@ -4,9 +4,7 @@ metadata (``covid_mtl.train.engine``). The task runs in this process, as MONAI L
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +14,8 @@ from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.train.engine import build_training_model
 from covid_mtl.train.loop import TrainConfig, train
 from covid_mtl.train.selection import split_validation
+from tests.server import app_module
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "covid_mtl"
 SETTINGS = {"epochs": 2, "steps_per_epoch": 2, "val_steps": 1, "batch_size": 2, "augment": False}
 REQUEST = {"max_epochs": 2, "steps_per_epoch": 2, "val_steps": 1, "train_batch_size": 2, "augment": False,
            "fine_tune": False, "model_config": "tiny", "device": "cpu"}
@@ -25,12 +23,8 @@ REQUEST = {"max_epochs": 2, "steps_per_epoch": 2, "val_steps": 1, "train_batch_s
 
 @pytest.fixture(scope="module")
 def task_class():
-    sys.path.insert(0, str(APP))
-    try:
-        from lib.trainers.covid_mtl import DEFAULTS, CovidMTLTrain  # the app's own import root
-    finally:
-        sys.path.remove(str(APP))
-    return CovidMTLTrain, DEFAULTS
+    trainer = app_module("lib.trainers.covid_mtl")
+    return trainer.CovidMTLTrain, trainer.DEFAULTS
 
 
 def test_the_train_task_takes_the_cli_defaults(task_class, tmp_path) -> None:

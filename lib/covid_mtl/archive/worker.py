@@ -43,8 +43,3 @@ class CaseWorker:
             error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)
         return summary_row(case, report, error, time.perf_counter() - start)
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()

@@ -2,7 +2,8 @@
 
 ``make_train_iteration`` and ``make_eval_iteration`` return the ``iteration_update`` callables for MONAI's ignite
 engines (``SupervisedTrainer`` / ``SupervisedEvaluator``), which ``covid_mtl.train.engine`` builds for both the CLI
-training loop and the MONAI Label train task, so there is one way of training. They use the engine's ``network``, ``optimizer``, ``state.device``, ``amp`` and ``scaler`` and fire MONAI's
+training loop and the MONAI Label train task, so there is one way of training. They use the engine's ``network``,
+``optimizer``, ``state.device``, ``amp`` and ``scaler`` and fire MONAI's
 ``IterationEvents`` like MONAI's own iteration, so MONAI handlers (stats, checkpoints, decollation) keep working.
 
 The returned ``engine.state.output`` has MONAI's keys — ``image``, ``label`` (lesion mask), ``pred`` (lesion

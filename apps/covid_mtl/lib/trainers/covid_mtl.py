@@ -26,7 +26,8 @@ from covid_mtl.nets.checkpoint import save_checkpoint
 from covid_mtl.train.decision import validated_decision
 from covid_mtl.train.distributed import stop_with_rank0
 from covid_mtl.train.engine import (TrainConfig, build_evaluator, build_optimizer, build_trainer,
-                                    build_training_model, checkpoint_meta, data_loaders, epoch_stats, run_settings)
+                                    build_training_model, checkpoint_meta, data_loaders, epoch_metrics, epoch_stats,
+                                    run_settings)
 from covid_mtl.train.losses import MultiTaskLoss
 from covid_mtl.train.selection import split_validation
 from monailabel.interfaces.datastore import Datastore
@@ -56,7 +57,6 @@ class CovidMTLTrain(EngineTrainTask):
                  device: str = "auto"):
         self.published_path = published_path
         self.init_paths = list(init_paths)
-        self.model_config = model_config
         super().__init__(
             model_dir,
             description="Multi-task training (recon + seg + cls, partial labels) on the datastore",
@@ -127,8 +127,6 @@ class CovidMTLTrain(EngineTrainTask):
 
     def val_key_metric(self, context: Context):
         """Named for MONAI Label's early stopping; the engines carry the metric objects themselves."""
-        from covid_mtl.train.engine import epoch_metrics
-
         return epoch_metrics(self.loss_function(context).lambdas, "val", "score")[0]
 
     def _loaders(self, context: Context):
