@@ -18,10 +18,15 @@ WEB_HOST ?= 127.0.0.1
 WEB_PORT ?= 8080
 SERVER   ?= http://127.0.0.1:$(PORT)
 CHROMIUM ?= /usr/bin/chromium
+# The loopback PACS (`make pacs`): Debian's Orthanc and its DICOMweb plugin, config in pacs/orthanc.json.
+ORTHANC ?= /usr/sbin/Orthanc
+ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+PACS_PORT ?= 8042
+PACS_DATA ?= out/pacs
 # torch's OpenMP busy-waits by default, which crawls when anything else shares the cores (see lib/covid_mtl/__init__.py).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install serve test bench sample-data model clean web web-install
+.PHONY: install serve test bench sample-data model clean web web-install pacs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +39,24 @@ $(STAMP): setup.py | $(BIN)/python
 
 install: $(STAMP)
 
-# Binds to loopback unless HOST is set: the server reads and writes patient images.
+# Binds to loopback unless HOST is set: the server reads and writes patient images. STUDIES may be a DICOMweb URL
+# (`make serve STUDIES=http://127.0.0.1:8042/dicom-web`): the PACS credentials `make pacs` wrote ($(PACS_DATA)/
+# monailabel.env) are exported for MONAI Label unless MONAI_LABEL_DICOMWEB_USERNAME is already set.
 serve: install
-	@echo "covid-mtl: MONAI Label server on http://$(HOST):$(PORT) serving $(STUDIES)/ (Ctrl-C stops it)"
+	@echo "covid-mtl: MONAI Label server on http://$(HOST):$(PORT) serving $(STUDIES) (Ctrl-C stops it)"
+	@case "$(STUDIES)" in http*) if [ -z "$$MONAI_LABEL_DICOMWEB_USERNAME" ] && [ -f "$(PACS_DATA)/monailabel.env" ]; then \
+	  echo "covid-mtl: PACS credentials from $(PACS_DATA)/monailabel.env"; fi;; esac
+	set -a; case "$(STUDIES)" in http*) if [ -z "$$MONAI_LABEL_DICOMWEB_USERNAME" ] && [ -f "$(PACS_DATA)/monailabel.env" ]; then \
+	  . "./$(PACS_DATA)/monailabel.env"; fi;; esac; set +a; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)/lib:$$PYTHONPATH" \
 	  $(BIN)/monailabel start_server --app apps/covid_mtl --studies $(STUDIES) --host $(HOST) --port $(PORT) $(CONF)
 
-test: install web-install $(CHROMIUM)
+# A real Orthanc PACS on 127.0.0.1:$(PACS_PORT) (DICOMweb at /dicom-web, a user and a generated password, storage in
+# $(PACS_DATA)), loaded with the sample DICOM series and, when present, ../shared/data/real_ct/full_chest/.
+pacs: install $(ORTHANC_DICOMWEB)
+	PYTHONPATH="$(CURDIR)/lib" $(BIN)/python -m pacs --port $(PACS_PORT) --data $(PACS_DATA)
+
+test: install web-install $(CHROMIUM) $(ORTHANC_DICOMWEB)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 bench: install
@@ -91,3 +107,11 @@ web: web-install
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium libegl1 libegl-mesa0 \
 	  libgl1-mesa-dri || echo "WARNING: could not install chromium: tests/web will be skipped"
+
+# Orthanc and its DICOMweb plugin for `make pacs` and tests/*/test_*pacs*.py; without root or apt the step only
+# warns, and those tests skip with the reason.
+$(ORTHANC_DICOMWEB):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends orthanc \
+	  orthanc-dicomweb || echo "WARNING: could not install orthanc: the PACS tests will be skipped"
+	@# Debian starts its own Orthanc service on 8042 where systemd runs; `make pacs` runs its own, configured one.
+	-command -v systemctl >/dev/null && systemctl is-active --quiet orthanc && systemctl disable --now orthanc

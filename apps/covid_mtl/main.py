@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Dict
 
-from lib import endpoint_hooks, http_guard, monailabel_compat
+from lib import datastore_pacs, endpoint_hooks, http_guard, monailabel_compat
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.configs.covid_mtl import CovidMTLConfig
 from lib.datastore import ValidatingDatastore
@@ -105,7 +105,8 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            # not MONAI Label's DICOMweb datastore: it downloads dcmqi from the internet at start-up
+            return datastore_pacs.from_monailabel_settings(self.studies, settings, self.settings)
         return ValidatingDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,

@@ -86,3 +86,37 @@ def test_anonymised_real_series_without_uids_is_refused(real_ct: Path, tmp_path:
     image = read_image(real_ct / "totalsegmentator_example/example_ct_dicom")
     with pytest.raises(CovidMTLError, match="StudyInstanceUID"):
         write_dicom_seg(np.zeros(image.shape, np.uint8), image, tmp_path / "x.dcm")
+
+
+def test_correction_carries_its_class_and_reads_back_voxel_for_voxel(series, tmp_path: Path) -> None:
+    from covid_mtl.measure.dicom_seg import read_dicom_seg, seg_classification
+
+    image, lesion = series
+    ds = pydicom.dcmread(write_dicom_seg(lesion, image, tmp_path / "c.dcm", classification="non-covid",
+                                         corrected=True))
+    assert ds.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert seg_classification(ds) == "non-covid"
+    np.testing.assert_array_equal(read_dicom_seg(ds, image), lesion)
+    automatic = pydicom.dcmread(write_dicom_seg(lesion, image, tmp_path / "a.dcm"))
+    assert seg_classification(automatic) is None
+    with pytest.raises(CovidMTLError, match="unknown classification"):
+        write_dicom_seg(lesion, image, tmp_path / "bad.dcm", classification="flu")
+
+
+def test_a_seg_off_its_series_is_refused(series, tmp_path: Path) -> None:
+    from covid_mtl.measure.dicom_seg import read_dicom_seg
+
+    image, lesion = series
+    ds = pydicom.dcmread(write_dicom_seg(lesion, image, tmp_path / "c.dcm", corrected=True))
+    other_series = Image(array=image.array, spacing=image.spacing, affine=image.affine, is_hu=True, source="x",
+                         meta={**image.meta, "series_uid": "1.2.3"})
+    with pytest.raises(CovidMTLError, match="references series"):
+        read_dicom_seg(ds, other_series)
+    smaller = Image(array=image.array[:, :-1], spacing=image.spacing, affine=image.affine, is_hu=True, source="x",
+                    meta=image.meta)
+    with pytest.raises(CovidMTLError, match="frames are"):
+        read_dicom_seg(ds, smaller)
+    missing = Image(array=image.array, spacing=image.spacing, affine=image.affine, is_hu=True, source="x",
+                    meta={**image.meta, "sop_instance_uids": ["1.2.3.4"] + image.meta["sop_instance_uids"][1:]})
+    with pytest.raises(CovidMTLError, match="does not lie on"):
+        read_dicom_seg(ds, missing)

@@ -220,3 +220,21 @@ def test_package_entry_points_resolve_to_the_rooms():
     assert all(getattr(covid_mtl, name) is not None for name in covid_mtl.__all__)
     with pytest.raises(AttributeError):
         covid_mtl.no_such_entry_point
+
+
+def test_write_volume_round_trips_a_dicom_series_on_its_grid(tmp_path):
+    """A DICOM series served as NIfTI (the PACS datastore's cache): same voxels, same grid, HU kept as int16."""
+    from covid_mtl.demo.phantom import make_phantom
+    from covid_mtl.demo.sample_data import write_ct_series
+    from covid_mtl.io import read_image, write_volume
+
+    write_ct_series(tmp_path / "series", make_phantom("covid", 2, shape=(6, 40, 48), spacing=(3.0, 0.8, 0.7)), "rt")
+    dicom = read_image(tmp_path / "series")
+    for name in ("v.nii", "v.nii.gz"):
+        back = read_image(write_volume(dicom, tmp_path / name))
+        np.testing.assert_array_equal(back.array, dicom.array)
+        np.testing.assert_allclose(back.affine, dicom.affine, atol=1e-5)
+        assert back.is_hu
+    import nibabel as nib
+
+    assert nib.load(tmp_path / "v.nii").get_data_dtype() == np.int16

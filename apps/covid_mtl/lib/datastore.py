@@ -184,13 +184,18 @@ class ValidatingDatastore(LocalDatastoreBase):
         return image_id
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        self.check_label(image_id, label_filename, label_tag, label_info)
+        return self.write_label(image_id, label_filename, label_tag, label_info)
+
+    def check_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]):
+        """The uploaded label, read, if it may be saved for ``image_id`` (its grid, 0/1 values, class, size);
+        raises the typed error otherwise. Nothing is written."""
         self._fresh()
         self._known(image_id)
         check_tag(label_tag)
         if image_id not in self.model.objects:
             raise UnknownImage(image_id)
-        label_info = dict(label_info or {})
-        check_classification(label_info)
+        check_classification(label_info or {})
         _check_size(label_filename, "uploaded label", self.settings.max_upload_bytes)
         label = read_checked(label_filename, "uploaded label")
         image = read_checked(self.get_image_uri(image_id), f"image {image_id}")
@@ -198,6 +203,11 @@ class ValidatingDatastore(LocalDatastoreBase):
         if difference:
             raise Unprocessable(f"{difference} (image {image_id!r})")
         check_label_values(label)
+        return label
+
+    def write_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        """Put a label that passed :meth:`check_label` in place, with its info, in one change."""
+        label_info = dict(label_info or {})
         _, label_ext = self.split_name(os.path.basename(label_filename))
         label_path = self.model.label_path(label_tag)
         name = self.file_name(image_id, label_ext)
@@ -205,7 +215,7 @@ class ValidatingDatastore(LocalDatastoreBase):
         os.makedirs(label_path, exist_ok=True)
         with self._change() as ch:
             obj = ch.model.objects.get(image_id)
-            if obj is None:  # removed since the checks above
+            if obj is None:  # removed since the checks
                 raise UnknownImage(image_id)
             old = obj.labels.get(label_tag)
             if old is not None and old.ext != label_ext:  # e.g. .nii replaced by .nii.gz: one file per label
@@ -303,6 +313,9 @@ class ValidatingDatastore(LocalDatastoreBase):
     def get_unlabeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
         self._fresh()
         return super().get_unlabeled_images(label_tag, labels)
+
+    def has_image(self, image_id: str) -> bool:
+        return image_id in self.list_images()
 
     def datalist(self, full_path=True):
         self._fresh()

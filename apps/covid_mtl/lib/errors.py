@@ -6,6 +6,7 @@ a model file the server cannot use is ``covid_mtl.errors.ModelFileError``.
 """
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 
@@ -87,3 +88,28 @@ class Unreadable(Unprocessable):
 # ----- 503 -----------------------------------------------------------------------------------------------------------
 class ModelUnavailable(AppError):
     """The server cannot run its model (none published, or the file cannot be loaded): the server's fault."""
+
+
+# ----- 502 / 503: the PACS behind a DICOMweb datastore ----------------------------------------------------------------
+class PacsError(AppError):
+    """The PACS this server serves from did not do what was asked; the message names the PACS and the problem."""
+
+
+class PacsUnreachable(PacsError):
+    """No answer from the PACS (down, wrong address, timed out): 503, try again later."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"the PACS at {url} cannot be reached ({problem}); ask its administrator whether it is "
+                         f"running (nothing was changed)")
+
+
+class PacsRefused(PacsError):
+    """The PACS answered with an error (wrong credentials, a server error): 502."""
+
+    def __init__(self, url: str, what: str, status: int, reason: str = "") -> None:
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            problem = (f"the PACS refused this server's credentials (HTTP {status}); check "
+                       f"MONAI_LABEL_DICOMWEB_USERNAME / MONAI_LABEL_DICOMWEB_PASSWORD")
+        else:
+            problem = f"the PACS answered HTTP {status}{': ' + reason if reason else ''}"
+        super().__init__(f"{what} at {url}: {problem} (nothing was changed)")

@@ -12,6 +12,8 @@ status number appears anywhere else in the app.
 | ``lib.errors.TooLarge`` | 413 |
 | ``lib.errors.HostNotServed`` | 421 |
 | ``lib.errors.Unprocessable`` (label off the grid, not 0/1, unknown class), ``covid_mtl.errors.CovidMTLError`` | 422 |
+| ``lib.errors.PacsRefused`` (the PACS answered an error: wrong credentials, its own fault) | 502 |
+| ``lib.errors.PacsUnreachable`` (the PACS did not answer) | 503 |
 | ``lib.errors.ModelUnavailable``, ``covid_mtl.errors.ModelFileError`` (the server's own model) | 503 |
 | ``OSError`` ENOSPC / EDQUOT (full disk or quota) | 507 "no space left on the server" |
 | MONAI Label's own errors | as ``monailabel_compat.translate`` types them |
@@ -43,6 +45,8 @@ STATUSES: tuple[tuple[type, int], ...] = (
     (errors.TooLarge, 413),
     (errors.HostNotServed, 421),
     (errors.Unprocessable, 422),
+    (errors.PacsRefused, 502),
+    (errors.PacsUnreachable, 503),
     (errors.ModelUnavailable, 503),
     (ModelFileError, 503),
     (CovidMTLError, 422),
@@ -83,7 +87,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
             # the app's own messages name ids and endpoints; the core's name files, whose folders stay private
             names_files = not isinstance(exc, errors.AppError) or isinstance(exc, errors.Unreadable)
             detail = public_message(str(exc)) if names_files else str(exc)
-            return status, f"the model could not run: {detail}" if status == 503 else detail
+            model_fault = isinstance(exc, (errors.ModelUnavailable, ModelFileError))
+            return status, f"the model could not run: {detail}" if model_fault else detail
     return SERVER_FAULT, f"internal server error ({type(exc).__name__}); see the server log"
 
 

@@ -37,11 +37,11 @@ def check_infer_image(request: Dict[str, Any], datastore, sessions: Optional[Any
         if sessions is not None and _inside(image, sessions.store_path):
             return
         raise BadRequest("session image is not in this server's session store")
-    if image in datastore.list_images():
-        return
     if os.path.isabs(image) or "/" in image or "\\" in image:
         if _is_endpoint_upload(image):
             return
         raise BadRequest(f"image {os.path.basename(image)!r}: give a datastore image id, not a server path")
+    if datastore.has_image(image):
+        return
     check_id(image)
     raise UnknownImage(image)

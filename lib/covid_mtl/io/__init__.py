@@ -12,9 +12,9 @@ from .checks import check_array
 from .dicom import read_dicom, is_dicom_file
 from .raster import RASTER_SUFFIXES, read_raster
 from .volume import read_nifti, read_nrrd
-from .write import write_mask
+from .write import write_mask, write_volume
 
-__all__ = ["read_image", "read_mask", "write_mask", "image_suffix", "SUPPORTED_SUFFIXES"]
+__all__ = ["read_image", "read_mask", "write_mask", "write_volume", "image_suffix", "SUPPORTED_SUFFIXES"]
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm") + RASTER_SUFFIXES
 

@@ -1,4 +1,4 @@
-"""Writing a mask on the grid of the image it was predicted from."""
+"""Writing a mask on the grid of the image it was predicted from, and an image as NIfTI on its own grid."""
 from __future__ import annotations
 
 import os
@@ -53,5 +53,30 @@ def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
         import gzip
 
         payload = gzip.compress(payload, mtime=0)
+    atomic_write(out, payload)
+    return out
+
+
+def write_volume(image: Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) so that ``read_image`` gives back the same array (Hounsfield
+    units stay int16 when they are whole numbers) on the same grid: a DICOM series served as a file keeps the voxel
+    order its DICOM SEG frames are written in."""
+    import nibabel as nib
+
+    out = Path(path)
+    name = out.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise CovidMTLError(f"{out}: volumes are written as .nii or .nii.gz")
+    array = image.array
+    whole = np.array_equal(array, np.round(array)) and array.min() >= -32768 and array.max() <= 32767
+    data = (array.astype(np.int16) if whole else array.astype(np.float32)).transpose(2, 1, 0)
+    img = nib.Nifti1Image(data, mask_affine(image))
+    img.set_qform(mask_affine(image), code=1)
+    img.set_sform(mask_affine(image), code=1)
+    payload = img.to_bytes()
+    if name.endswith(".gz"):
+        import gzip
+
+        payload = gzip.compress(payload, compresslevel=1, mtime=0)
     atomic_write(out, payload)
     return out

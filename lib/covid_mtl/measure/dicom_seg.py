@@ -3,22 +3,33 @@
 A PACS or viewer shows the SEG on top of the original series: one binary segment "COVID-19 lesion" with
 SNOMED CT category *Morphologically altered structure* (49755003), type *Lesion* (52988006) and anatomic
 region *Lung* (39607008); the algorithm identification carries the model version.
+
+A radiologist's correction is the same SEG marked SEMIAUTOMATIC (a model's mask edited by a person), and carries
+the class the radiologist gave in its Content Description: ``covid-mtl correction; classification: covid``
+(:data:`CLASS_PREFIX`). :func:`read_dicom_seg` reads such a SEG back onto its source series, voxel for voxel, and
+refuses one that does not lie on that series.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from ..errors import CovidMTLError
-from ..image import Image
+from ..image import LABELS, Image
 
 SEGMENT_LABEL = "COVID-19 lesion"
 ALGORITHM_NAME = "covid-mtl"
 MANUFACTURER = "covid-mtl (open source)"
 DEFAULT_SERIES_NUMBER = 9401
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+CORRECTION_DESCRIPTION = "covid-mtl correction"
+CLASS_PREFIX = "classification: "
+_CLASS_IN_DESCRIPTION = re.compile(re.escape(CLASS_PREFIX) + r"([A-Za-z-]+)")
 # Type 2 attributes highdicom copies from the source: present-but-empty is valid DICOM, absent breaks it.
 _TYPE2_DEFAULTS = {
     "PatientID": "", "PatientName": "", "PatientBirthDate": "", "PatientSex": "", "StudyID": "",
@@ -83,12 +94,16 @@ def write_dicom_seg(
     model_version: str = "unknown",
     series_description: str = "COVID-19 lesion (covid-mtl)",
     series_number: int = DEFAULT_SERIES_NUMBER,
+    classification: Optional[str] = None,
+    corrected: bool = False,
 ) -> Path:
     """Write ``mask`` (z, y, x, nonzero = lesion) as a binary DICOM SEG referencing ``source``'s series.
 
     ``source`` must come from ``covid_mtl.io.read_image`` on DICOM: its ``meta["files"]`` are in the same z
     order as ``mask``, and its (y, x) are the DICOM rows and columns. Empty slices are kept as frames so the
     SEG has one frame per source slice (viewers then never guess at missing frames).
+    ``corrected``: the mask is a radiologist's correction (SEMIAUTOMATIC), ``classification`` the class they gave
+    (one of ``covid_mtl.image.LABELS``), written into the Content Description.
     """
     import highdicom as hd
     from highdicom.seg import SegmentAlgorithmTypeValues, SegmentationTypeValues, SegmentDescription
@@ -113,6 +128,11 @@ def write_dicom_seg(
             f"{source.source}: source DICOM has empty {', '.join(missing)} (anonymised export?); "
             f"a SEG cannot reference it"
         )
+    if classification is not None and classification not in LABELS:
+        raise CovidMTLError(f"unknown classification {classification!r}; expected one of {list(LABELS)}")
+    content = CORRECTION_DESCRIPTION if corrected else "covid-mtl prediction"
+    if classification is not None:
+        content += f"; {CLASS_PREFIX}{classification}"
     category, kind, region = _codes()
     algorithm = hd.AlgorithmIdentificationSequence(
         name=ALGORITHM_NAME,
@@ -124,7 +144,7 @@ def write_dicom_seg(
         segment_label=SEGMENT_LABEL,
         segmented_property_category=category,
         segmented_property_type=kind,
-        algorithm_type=SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=SegmentAlgorithmTypeValues.SEMIAUTOMATIC if corrected else SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         anatomic_regions=[region],
     )
@@ -144,9 +164,79 @@ def write_dicom_seg(
             device_serial_number="none",
             series_description=series_description,
             omit_empty_frames=False,
+            content_description=content,
+            content_label="LESION",
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise CovidMTLError(f"{source.source}: cannot build a DICOM SEG from this series: {exc}") from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(str(out))
     return out
+
+
+def seg_classification(ds) -> Optional[str]:
+    """The class a correction SEG carries (see the module doc), or None."""
+    found = _CLASS_IN_DESCRIPTION.search(str(ds.get("ContentDescription", "") or ""))
+    return found.group(1) if found and found.group(1) in LABELS else None
+
+
+def read_dicom_seg(ds, source: Image) -> np.ndarray:
+    """The lesion mask (z, y, x, uint8 0/1) of the SEG dataset ``ds`` on ``source``, a DICOM series read with
+    ``covid_mtl.io.read_image``, in ``source``'s z order. All segments merge into one lesion mask.
+
+    Refuses (CovidMTLError) a SEG that references another series, whose frames have another size, that references
+    instances this series does not hold, or whose frames lie elsewhere than their source slices.
+    """
+    import highdicom as hd
+
+    if str(ds.get("SOPClassUID", "")) != SEG_STORAGE:
+        raise CovidMTLError(f"not a DICOM Segmentation (SOP class {ds.get('SOPClassUID', 'missing')})")
+    series_uid = source.meta.get("series_uid")
+    referenced = [str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])]
+    if series_uid not in referenced:
+        raise CovidMTLError(f"the SEG references series {referenced or 'none'}, not {series_uid}")
+    shape = tuple(source.array.shape[1:])
+    if (int(ds.Rows), int(ds.Columns)) != shape:
+        raise CovidMTLError(f"the SEG frames are {ds.Rows}x{ds.Columns}; the series slices are {shape[0]}x{shape[1]}")
+    held = set(source.meta["sop_instance_uids"])
+    claimed = {str(item.ReferencedSOPInstanceUID) for series in ds.get("ReferencedSeriesSequence", [])
+               for item in series.get("ReferencedInstanceSequence", [])
+               if str(series.get("SeriesInstanceUID", "")) == series_uid}
+    if claimed - held:
+        raise CovidMTLError(f"the SEG does not lie on series {series_uid}: it references {len(claimed - held)} "
+                            f"instance(s) the series does not hold")
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=list(source.meta["sop_instance_uids"]),
+            combine_segments=False,
+            assert_missing_frames_are_empty=True,
+        )
+    except (ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        raise CovidMTLError(f"the SEG does not lie on series {series_uid}: {exc}") from exc
+    mask = (pixels > 0).any(axis=-1).astype(np.uint8)
+    _check_positions(ds, source)
+    return mask
+
+
+def _check_positions(ds, source: Image) -> None:
+    """Each frame's Image Position (Patient) must be its source slice's (within 0.01 voxel): a SEG copied from
+    a re-sliced or shifted series references the right instances but paints the wrong place."""
+    import pydicom
+
+    by_uid = {uid: path for uid, path in zip(source.meta["sop_instance_uids"], source.meta.get("files") or [])}
+    spacing = min(source.spacing or (1.0, 1.0, 1.0))
+    for frame in ds.get("PerFrameFunctionalGroupsSequence", []):
+        try:
+            derivation = frame.DerivationImageSequence[0].SourceImageSequence[0]
+            uid = str(derivation.ReferencedSOPInstanceUID)
+            position = np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+        except (AttributeError, IndexError):
+            continue  # highdicom already matched the frame to its source instance
+        path = by_uid.get(uid)
+        if path is None:
+            continue
+        expected = np.array(pydicom.dcmread(str(path), stop_before_pixels=True).ImagePositionPatient, float)
+        if np.abs(position - expected).max() > 0.01 * spacing:
+            raise CovidMTLError(f"a SEG frame lies at {position.round(2).tolist()}, its source slice at "
+                                f"{expected.round(2).tolist()}")

@@ -175,7 +175,11 @@ class CovidMTLLogic:
                  f"Trainers: {', '.join(info.get('trainers') or {}) or 'none'}",
                  f"Strategies: {', '.join(info.get('strategies') or {}) or 'none'}"]
         if datastore:
-            lines.append(f"Datastore: {datastore.get('total', '?')} images, {datastore.get('completed', '?')} labelled")
+            source = f" from the PACS {datastore['pacs']}" if datastore.get("pacs") else ""
+            lines.append(f"Datastore{source}: {datastore.get('total', '?')} images, "
+                         f"{datastore.get('completed', '?')} labelled")
+            if datastore.get("error"):  # e.g. the PACS is down: the server answers, its images cannot be read
+                lines.append(f"Datastore problem: {datastore['error']}")
         if self.served is not None:
             lines.append(self.served.describe())
         return "\n".join(lines)

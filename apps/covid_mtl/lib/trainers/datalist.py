@@ -43,11 +43,18 @@ def _classification(*infos: Optional[Dict[str, Any]]) -> Optional[str]:
     return None
 
 
+def training_images(datastore: Datastore) -> List[str]:
+    """Every image of a folder (those without a label train the reconstruction head); a datastore that says
+    otherwise (the PACS: only its corrected series, so training never pulls the whole archive) decides."""
+    chosen = getattr(datastore, "training_images", None)
+    return list(chosen()) if callable(chosen) else datastore.list_images()
+
+
 def datastore_records(datastore: Datastore) -> List[Dict[str, Any]]:
     by_manifest = manifest_rows(datastore_root(datastore))
     labeled = set(datastore.get_labeled_images(label_tag=DefaultLabelTag.FINAL))
     records = []
-    for image_id in sorted(datastore.list_images()):
+    for image_id in sorted(training_images(datastore)):
         image = os.path.realpath(datastore.get_image_uri(image_id))
         mask = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL) if image_id in labeled else None
         label_info = datastore.get_label_info(image_id, DefaultLabelTag.FINAL) if mask else None

@@ -1,0 +1,341 @@
+"""The PACS as the datastore: CT series listed and fetched over DICOMweb, corrections stored back as DICOM SEG.
+
+``--studies http://pacs/dicom-web`` serves the PACS's CT series (``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``,
+``{"Modality": "CT"}`` by default); an image id is a SeriesInstanceUID. It replaces MONAI Label's DICOMweb
+datastore, which downloads the ``dcmqi`` binary from the internet at start-up and writes SEGs with it.
+
+A local cache (``MONAI_LABEL_DATASTORE_CACHE_PATH``, else ``~/.cache/covid-mtl/pacs/<hash of the URL>``) holds:
+- ``dicom/<series>/``: the instances as the PACS sent them (``transfer-syntax=*``), fetched once, staged and renamed
+  into place, so a crash never leaves half a series that looks whole;
+- ``studies/``: a :class:`lib.datastore.ValidatingDatastore` with each fetched series as ``<series>.nii`` on the
+  DICOM grid (``covid_mtl.io.write_volume``), which infer, download, Slicer and the train task read, and the labels
+  and image info (uncertainty scores) with their usual guarantees.
+
+A ``final`` label (``PUT /datastore/label``) passes the file datastore's checks, becomes a DICOM SEG (highdicom,
+``covid_mtl.measure.dicom_seg``: a new SEG series each time, with the class in its Content Description) stored in
+the PACS, and only once the PACS has stored it is it written to the cache. Corrections other tools or servers stored
+in the PACS are read back (:meth:`PacsDatastore.sync_corrections`): for each series the newest SEG that lies on it
+becomes its ``final`` label; one on another grid is refused and logged. The PACS itself is never changed except by
+adding SEGs: uploads and deletions are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from filelock import FileLock
+from lib.datastore import ValidatingDatastore, check_id, read_checked
+from lib.errors import PacsError, Refused, UnknownImage, Unprocessable
+from lib.monailabel_compat import DataModel, ImageLabelModel
+from lib.pacs_client import PacsClient
+from lib.settings import AppSettings
+
+from covid_mtl.errors import CovidMTLError
+from covid_mtl.io import write_mask, write_volume
+from covid_mtl.measure.dicom_seg import read_dicom_seg, seg_classification, write_dicom_seg
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+logger = logging.getLogger(__name__)
+
+FINAL = DefaultLabelTag.FINAL.value
+IMAGE_EXT = ".nii"  # uncompressed: written and read in a fraction of the time gzip takes, on the server's own disk
+SERIES_FIELDS = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate", "SeriesDescription",
+                 "SeriesNumber", "NumberOfSeriesRelatedInstances")
+SEG_KEYS = ("seg_series", "seg_instance")
+
+
+def default_cache(url: str) -> str:
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return os.path.join(pathlib.Path.home(), ".cache", "covid-mtl", "pacs", digest)
+
+
+def from_monailabel_settings(url: str, ml_settings, app_settings: AppSettings) -> "PacsDatastore":
+    """The datastore ``start_server --studies URL`` asks for, configured the way MONAI Label reads its settings:
+    ``MONAI_LABEL_DATASTORE_USERNAME`` / ``_PASSWORD`` (or the older ``MONAI_LABEL_DICOMWEB_*``), the cache in
+    ``MONAI_LABEL_DATASTORE_CACHE_PATH`` (or ``MONAI_LABEL_DICOMWEB_CACHE_PATH``), the series filter in
+    ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``."""
+    username = ml_settings.MONAI_LABEL_DATASTORE_USERNAME or ml_settings.MONAI_LABEL_DICOMWEB_USERNAME
+    password = ml_settings.MONAI_LABEL_DATASTORE_PASSWORD or ml_settings.MONAI_LABEL_DICOMWEB_PASSWORD
+    cache = (ml_settings.MONAI_LABEL_DATASTORE_CACHE_PATH or ml_settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
+    client = PacsClient(url, username, password)
+    cache = os.path.join(cache, hashlib.sha256(url.encode()).hexdigest()[:16]) if cache else default_cache(url)
+    return PacsDatastore(client, cache, ml_settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, app_settings)
+
+
+def _text(ds, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return str(value.value if hasattr(value, "value") else value or "").strip()
+
+
+def series_info(ds) -> Dict[str, str]:
+    return {k: _text(ds, k) for k in SERIES_FIELDS if _text(ds, k)}
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One SEG instance in the PACS and the CT series it references."""
+
+    study: str
+    series: str
+    instance: str
+    image: str
+    when: str  # ContentDate + ContentTime: the newest correction of a series wins
+
+    @classmethod
+    def from_metadata(cls, ds) -> Optional["Correction"]:
+        referenced = ds.get("ReferencedSeriesSequence") or []
+        if not referenced or not _text(referenced[0], "SeriesInstanceUID"):
+            return None
+        when = _text(ds, "ContentDate") + _text(ds, "ContentTime") or _text(ds, "SeriesDate") + _text(ds, "SeriesTime")
+        return cls(_text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"), _text(ds, "SOPInstanceUID"),
+                   _text(referenced[0], "SeriesInstanceUID"), when)
+
+
+class PacsDatastore(ValidatingDatastore):
+    def __init__(self, client: PacsClient, cache_path: str, search_filter: Optional[Dict[str, Any]] = None,
+                 settings: Optional[AppSettings] = None) -> None:
+        self.client = client
+        self.search_filter = dict(search_filter or {"Modality": "CT"})
+        self.dicom_root = os.path.join(cache_path, "dicom")
+        studies = os.path.join(cache_path, "studies")
+        os.makedirs(self.dicom_root, exist_ok=True)
+        os.makedirs(studies, exist_ok=True)
+        self._corrections: Dict[str, List[Correction]] = {}  # SEG series -> its instances (metadata read once)
+        self._refused: Dict[str, str] = {}  # SEG instance -> why it cannot be a label
+        super().__init__(studies, extensions=["*" + IMAGE_EXT], auto_reload=False, read_only=False, settings=settings)
+        for name in os.listdir(self.dicom_root):  # a fetch or conversion a crash interrupted
+            if name.startswith("."):
+                logger.warning(f"PACS cache: removing {name}, left by an interrupted fetch")
+                path = os.path.join(self.dicom_root, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        logger.info(f"PACS datastore: {client.public_url} (series {self.search_filter}); cache {cache_path}")
+
+    def name(self) -> str:
+        return self.client.public_url
+
+    def description(self) -> str:
+        return f"DICOMweb PACS {self.client.public_url}"
+
+    # ----- the PACS's series ---------------------------------------------------------------------------------------
+    def _listing(self) -> Dict[str, Any]:
+        series = self.client.search_series(self.search_filter, SERIES_FIELDS)
+        return {_text(ds, "SeriesInstanceUID"): ds for ds in series if _text(ds, "SeriesInstanceUID")}
+
+    def list_images(self) -> List[str]:
+        return sorted(self._listing())
+
+    def _series(self, image_id: str):
+        """The PACS's record of ``image_id``: 404 when it holds no such series, 422 when it is not CT."""
+        check_id(image_id)
+        found = [ds for ds in self.client.search_series({"SeriesInstanceUID": image_id}, SERIES_FIELDS)
+                 if _text(ds, "SeriesInstanceUID") == image_id]
+        if not found:
+            raise UnknownImage(image_id)
+        modality = _text(found[0], "Modality").upper()
+        wanted = str(self.search_filter.get("Modality", "CT")).upper()
+        if modality != wanted:
+            raise Unprocessable(f"series {image_id} is {modality or 'of no modality'}, not {wanted}: covid-mtl "
+                                f"reads chest CT")
+        return found[0]
+
+    def has_image(self, image_id: str) -> bool:
+        return self._series(image_id) is not None
+
+    def _cached(self, image_id: str) -> Optional[str]:
+        self._fresh()
+        obj = self.model.objects.get(image_id)
+        if obj is None:
+            return None
+        path = os.path.join(self.model.image_path(), image_id + obj.image.ext)
+        return path if os.path.isfile(path) else None
+
+    def dicom_folder(self, image_id: str) -> str:
+        return os.path.join(self.dicom_root, check_id(image_id))
+
+    def get_image_uri(self, image_id: str) -> str:
+        """The series as NIfTI on its DICOM grid, fetched from the PACS the first time."""
+        check_id(image_id)
+        cached = self._cached(image_id)
+        if cached and os.path.isdir(self.dicom_folder(image_id)):
+            return cached
+        with FileLock(os.path.join(self.dicom_root, image_id + ".lock")):  # one fetch per series, across processes
+            cached = self._cached(image_id)
+            if cached and os.path.isdir(self.dicom_folder(image_id)):
+                return cached
+            return self._fetch(image_id, self._series(image_id))
+
+    def _fetch(self, image_id: str, record) -> str:
+        folder = self.dicom_folder(image_id)
+        if not os.path.isdir(folder):
+            staging = tempfile.mkdtemp(prefix=f".{image_id}.", dir=self.dicom_root)
+            try:
+                self.client.retrieve_series(_text(record, "StudyInstanceUID"), image_id, staging)
+                os.rename(staging, folder)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        image = read_checked(folder, f"PACS series {image_id}")
+        info = {**series_info(record), "source": "pacs"}
+        fd, converted = tempfile.mkstemp(prefix=".covid-mtl-convert-", suffix=IMAGE_EXT, dir=self.dicom_root)
+        os.close(fd)
+        try:
+            write_volume(image, converted)
+            with self._change() as ch:
+                ch.put(os.path.join(ch.model.image_path(), image_id + IMAGE_EXT), converted)
+                old = ch.model.objects.get(image_id)
+                obj = old or ImageLabelModel(image=DataModel(info={}, ext=IMAGE_EXT))
+                obj.image.info.update(info)
+                obj.image.ext = IMAGE_EXT
+                ch.model.objects[image_id] = obj
+        finally:
+            if os.path.exists(converted):
+                os.unlink(converted)
+        return os.path.join(self.model.image_path(), image_id + IMAGE_EXT)
+
+    def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        self._fresh()
+        obj = self.model.objects.get(check_id(image_id))
+        if obj is not None:
+            return dict(obj.image.info)
+        return {**series_info(self._series(image_id)), "source": "pacs"}
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        self.get_image_uri(image_id)  # scores and strategy notes live with the cached series
+        super().update_image_info(image_id, info)
+
+    # ----- corrections: DICOM SEG in the PACS ----------------------------------------------------------------------
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        self.get_image_uri(image_id)
+        label = self.check_label(image_id, label_filename, label_tag, label_info)
+        label_info = dict(label_info or {})
+        if label_tag == FINAL:
+            label_info.update(self._store_correction(image_id, label, label_info.get("classification")))
+        return self.write_label(image_id, label_filename, label_tag, label_info)
+
+    def _store_correction(self, image_id: str, label, classification: Optional[str]) -> Dict[str, str]:
+        source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
+        if label.array.shape != source.array.shape:  # the cached NIfTI is on this grid; this guards the cache
+            raise Unprocessable(f"label shape {label.array.shape} differs from series {image_id} {source.array.shape}")
+        with tempfile.TemporaryDirectory(prefix="covid-mtl-seg-") as tmp:
+            path = write_dicom_seg(label.array != 0, source, os.path.join(tmp, "seg.dcm"),
+                                   model_version="radiologist correction", classification=classification,
+                                   corrected=True, series_description="COVID-19 lesion correction (covid-mtl)")
+            import pydicom
+
+            seg = pydicom.dcmread(path)
+            self.client.store(seg, f"storing the correction of series {image_id} as DICOM SEG")
+        logger.info(f"PACS: correction of {image_id} stored as SEG {seg.SOPInstanceUID}")
+        return {"seg_series": str(seg.SeriesInstanceUID), "seg_instance": str(seg.SOPInstanceUID)}
+
+    def _pacs_corrections(self, images: set) -> Dict[str, List[Correction]]:
+        """CT series id -> the SEG instances in the PACS that reference it, newest first."""
+        found: Dict[str, List[Correction]] = {}
+        for seg in self.client.search_series({"Modality": "SEG"}, ("StudyInstanceUID",)):
+            series = _text(seg, "SeriesInstanceUID")
+            if series not in self._corrections:
+                metadata = self.client.series_metadata(_text(seg, "StudyInstanceUID"), series)
+                self._corrections[series] = [c for c in map(Correction.from_metadata, metadata) if c]
+            for c in self._corrections[series]:
+                if c.image in images:
+                    found.setdefault(c.image, []).append(c)
+        return {image: sorted(cs, key=lambda c: (c.when, c.instance), reverse=True) for image, cs in found.items()}
+
+    def sync_corrections(self) -> None:
+        """Make each CT series' ``final`` label the newest SEG in the PACS that lies on it."""
+        images = set(self.list_images())
+        for image_id, candidates in sorted(self._pacs_corrections(images).items()):
+            self._fresh()
+            obj = self.model.objects.get(image_id)
+            current = obj.labels.get(FINAL).info.get("seg_instance") if obj and FINAL in obj.labels else None
+            for c in candidates:
+                if c.instance == current:
+                    break
+                if c.instance in self._refused:
+                    continue
+                try:
+                    self._adopt_correction(image_id, c)
+                    break
+                except (CovidMTLError, Unprocessable) as exc:
+                    self._refused[c.instance] = str(exc)
+                    logger.warning(f"PACS: SEG {c.instance} is not used as the label of series {image_id}: {exc}")
+
+    def _adopt_correction(self, image_id: str, c: Correction) -> None:
+        image = read_checked(self.get_image_uri(image_id), f"image {image_id}")
+        seg = self.client.retrieve_instance(c.study, c.series, c.instance)
+        source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
+        mask = read_dicom_seg(seg, source)
+        with tempfile.TemporaryDirectory(prefix="covid-mtl-label-") as tmp:
+            path = str(write_mask(mask, image, os.path.join(tmp, image_id + ".nii.gz")))
+            info = {"seg_series": c.series, "seg_instance": c.instance, "source": "pacs"}
+            classification = seg_classification(seg)
+            if classification:
+                info["classification"] = classification
+            self.write_label(image_id, path, FINAL, info)
+        logger.info(f"PACS: SEG {c.instance} is now the final label of series {image_id}")
+
+    def get_labeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
+        self.sync_corrections()
+        images = set(self.list_images())
+        return [i for i in super().get_labeled_images(label_tag, labels) if i in images]
+
+    def get_unlabeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
+        labeled = set(self.get_labeled_images(label_tag, labels))
+        return [i for i in self.list_images() if i not in labeled]
+
+    def training_images(self) -> List[str]:
+        """Only the corrected series: training on a PACS must not fetch every series it holds."""
+        return self.get_labeled_images(FINAL)
+
+    def datalist(self, full_path=True):
+        self.sync_corrections()
+        return super().datalist(full_path)
+
+    def status(self) -> Dict[str, Any]:
+        """Part of ``/info/``, which must answer while the PACS does not (Slicer connects through it): the PACS's
+        problem is reported in ``error`` instead."""
+        try:
+            labeled = self.get_labeled_images(FINAL)
+            return {"total": len(self.list_images()), "completed": len(labeled), "label_tags": {FINAL: len(labeled)},
+                    "pacs": self.client.public_url}
+        except PacsError as exc:
+            logger.warning(f"PACS: {exc}")
+            return {"total": 0, "completed": 0, "label_tags": {}, "pacs": self.client.public_url, "error": str(exc)}
+
+    def json(self):
+        self.sync_corrections()
+        self._fresh()
+        objects = {}
+        for image_id, record in self._listing().items():
+            obj = self.model.objects.get(image_id)
+            image = {"ext": obj.image.ext if obj else "", "info": {**series_info(record), **(obj.image.info if obj else {})}}
+            labels = {tag: {"ext": label.ext, "info": label.info} for tag, label in (obj.labels.items() if obj else [])}
+            objects[image_id] = {"image": image, "labels": labels}
+        return {"name": self.name(), "description": self.description(), "objects": objects}
+
+    # ----- the PACS is only ever added to --------------------------------------------------------------------------
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        raise Refused(f"this server serves the PACS at {self.client.public_url}: store new series in the PACS; "
+                      f"they are listed here as soon as it holds them")
+
+    def remove_image(self, image_id: str) -> None:
+        raise Refused(f"this server serves the PACS at {self.client.public_url} and deletes nothing from it")
+
+    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        if label_tag == FINAL:  # the class of a correction is in its SEG: a changed class is a new correction
+            raise Refused(f"a final label's class is stored in its DICOM SEG in the PACS at {self.client.public_url}: "
+                          f"send the correction again with the new class")
+        super().update_label_info(label_id, label_tag, info)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        if label_tag == FINAL:
+            raise Refused(f"final labels are DICOM SEGs in the PACS at {self.client.public_url}; this server deletes "
+                          f"nothing from it (a new correction supersedes the old one)")
+        super().remove_label(label_id, label_tag)
+
+
+__all__ = ["PacsDatastore", "default_cache", "from_monailabel_settings", "Correction"]
