@@ -47,7 +47,7 @@ serve: install
 	@case "$(STUDIES)" in http*) if [ -z "$$MONAI_LABEL_DICOMWEB_USERNAME" ] && [ -f "$(PACS_DATA)/monailabel.env" ]; then \
 	  echo "covid-mtl: PACS credentials from $(PACS_DATA)/monailabel.env"; fi;; esac
 	set -a; case "$(STUDIES)" in http*) if [ -z "$$MONAI_LABEL_DICOMWEB_USERNAME" ] && [ -f "$(PACS_DATA)/monailabel.env" ]; then \
-	  . "./$(PACS_DATA)/monailabel.env"; fi;; esac; set +a; \
+	  . "$(PACS_DATA)/monailabel.env"; fi;; esac; set +a; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)/lib:$$PYTHONPATH" \
 	  $(BIN)/monailabel start_server --app apps/covid_mtl --studies $(STUDIES) --host $(HOST) --port $(PORT) $(CONF)
 

@@ -104,7 +104,7 @@ def start(folder: Path, port: int) -> Orthanc:
     if binary is None:
         raise RuntimeError("Orthanc with its DICOMweb plugin is not installed (Debian: apt-get install orthanc "
                            "orthanc-dicomweb; `make pacs` does it)")
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", int(port))) == 0:
             raise RuntimeError(f"port {port} is in use (a system Orthanc? `systemctl stop orthanc`); choose another "

@@ -203,6 +203,35 @@ def test_a_seg_that_does_not_lie_on_its_series_is_refused_for_training(site, sou
     assert pydicom.dcmread(path).SOPInstanceUID in store._refused
 
 
+def test_the_train_task_learns_from_the_pacs_corrections(site, tmp_path):
+    """A second CT series reaches the PACS, is corrected through the server, and a real training run (MONAI Label's
+    task process, which builds its own datastore) reads both corrections from the PACS."""
+    from covid_mtl.demo.phantom import make_phantom
+    from covid_mtl.demo.sample_data import write_ct_series
+
+    files = write_ct_series(tmp_path / "second", make_phantom("covid", 11, shape=(8, 96, 96), spacing=(4.0, 1.5, 1.5)),
+                            "pacs_second")
+    assert site.orthanc.upload(files) == len(files)
+    second = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    listing = requests.get(f"{site.server.url}/datastore/", params={"output": "all"}, timeout=TIMEOUT).json()
+    assert set(listing["objects"]) == {site.ct_series, second}
+    image = requests.get(f"{site.server.url}/datastore/image", params={"image": second}, timeout=TIMEOUT).content
+    reply = put_label(site, second, label_bytes(image, (slice(30, 60), slice(30, 60), slice(2, 6))), "covid")
+    assert reply.status_code == 200, reply.text
+    reply = requests.post(f"{site.server.url}/train/covid_mtl", json={"max_epochs": 1, "steps_per_epoch": 2,
+                          "val_steps": 1, "train_batch_size": 2}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    deadline, status = time.monotonic() + 400, {}
+    while time.monotonic() < deadline:
+        status = requests.get(f"{site.server.url}/train/", timeout=30).json()
+        if status.get("status") in ("DONE", "ERROR"):
+            break
+        time.sleep(2)
+    assert status.get("status") == "DONE", str(status)[-3000:]
+    # the task process's own count of what it read (its log goes to the server log)
+    assert "covid_mtl: 2 images, 2 with masks, 2 with a class" in site.server.log()
+
+
 def test_uploads_and_deletions_are_refused_on_a_pacs(site, served_image):
     reply = requests.put(f"{site.server.url}/datastore/image", params={"image": "new_scan"},
                          files={"file": ("new_scan.nii", served_image)}, timeout=TIMEOUT)
