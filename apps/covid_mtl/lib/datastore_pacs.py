@@ -175,11 +175,16 @@ class PacsDatastore(ValidatingDatastore):
         if not os.path.isdir(folder):
             staging = tempfile.mkdtemp(prefix=f".{image_id}.", dir=self.dicom_root)
             try:
-                self.client.retrieve_series(_text(record, "StudyInstanceUID"), image_id, staging)
+                if not self.client.retrieve_series(_text(record, "StudyInstanceUID"), image_id, staging):
+                    raise Unprocessable(f"the PACS at {self.client.public_url} sent no instance of series {image_id}")
                 os.rename(staging, folder)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        image = read_checked(folder, f"PACS series {image_id}")
+        try:
+            image = read_checked(folder, f"PACS series {image_id}")
+        except Unprocessable:
+            shutil.rmtree(folder, ignore_errors=True)  # fetched again next time, once the PACS holds a readable one
+            raise
         info = {**series_info(record), "source": "pacs"}
         fd, converted = tempfile.mkstemp(prefix=".covid-mtl-convert-", suffix=IMAGE_EXT, dir=self.dicom_root)
         os.close(fd)
