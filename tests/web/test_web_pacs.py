@@ -42,7 +42,9 @@ def test_a_pacs_series_is_reviewed_and_its_correction_lands_in_the_pacs(page, si
     page.get_by_test_id("connect").click()
     page.get_by_text(f"Datastore from the PACS {site.orthanc.dicomweb}").wait_for()
     page.get_by_test_id("case-select").click()
-    page.get_by_role("option", name=case, exact=True).click()
+    # listed by patient and series description, then the series UID
+    page.get_by_role("option", name=f"PHANTOM-covid_dicom_001 · covid-mtl phantom covid_dicom_001 (covid) · {case}",
+                     exact=True).click()
     page.get_by_test_id("load-case").click()
     page.get_by_text(f"Loaded: {case}").wait_for()
     expect_no_error(page)

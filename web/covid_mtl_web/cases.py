@@ -17,7 +17,8 @@ NOT_CT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def datastore_images(logic: CovidMTLLogic) -> list[dict]:
-    """[{id, labelled}] of the server's datastore, CT volumes only, sorted by id."""
+    """[{id, labelled, title}] of the server's datastore, CT volumes only, sorted by id; ``title`` names a PACS
+    series by its patient and description too."""
     what = "datastore listing"
     listing = logic.client.json(logic.client.request("GET", "/datastore/", what, params={"output": "all"}), what)
     cases = []
@@ -25,7 +26,11 @@ def datastore_images(logic: CovidMTLLogic) -> list[dict]:
         ext = str(((entry.get("image") or {}).get("ext")) or "").lower()
         if ext.endswith(NOT_CT_SUFFIXES):
             continue
-        cases.append({"id": image_id, "labelled": "final" in (entry.get("labels") or {})})
+        info = (entry.get("image") or {}).get("info") or {}
+        # a PACS series id is a bare UID: the patient and the series description say which scan it is
+        described = " · ".join(str(info[k]) for k in ("PatientID", "SeriesDescription") if info.get(k))
+        cases.append({"id": image_id, "labelled": "final" in (entry.get("labels") or {}),
+                      "title": f"{described} · {image_id}" if described else image_id})
     return cases
 
 

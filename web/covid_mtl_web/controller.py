@@ -90,7 +90,7 @@ class ReviewController:
             self.state.server_url = self.logic.server_url
             self.state.server_text = self.logic.describe_server(reply[0])
             self.state.classes = list(self.logic.correction_classes)
-            self.state.cases = [{"title": f"{c['id']}{'  (labelled)' if c['labelled'] else ''}", "value": c["id"]}
+            self.state.cases = [{"title": f"{c['title']}{'  (labelled)' if c['labelled'] else ''}", "value": c["id"]}
                                 for c in reply[1]]
         await self.poll_training_once()
 
