@@ -114,4 +114,4 @@ $(ORTHANC_DICOMWEB):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends orthanc \
 	  orthanc-dicomweb || echo "WARNING: could not install orthanc: the PACS tests will be skipped"
 	@# Debian starts its own Orthanc service on 8042 where systemd runs; `make pacs` runs its own, configured one.
-	-command -v systemctl >/dev/null && systemctl is-active --quiet orthanc && systemctl disable --now orthanc
+	@-command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null && systemctl disable --now orthanc; true
