@@ -29,7 +29,7 @@ class Server:
     process: subprocess.Popen
     log_path: Path
     app_dir: Path
-    studies: Path
+    studies: Path | str  # a folder, or a DICOMweb URL (tests/pacs_site.py)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -61,7 +61,7 @@ def copy_app(dest: Path) -> Path:
     return dest
 
 
-def start(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None,
+def start(studies: Path | str, work: Path, conf: dict | None = None, env: dict | None = None,
           app_dir: Path | None = None, headers: dict | None = None) -> Server:
     """``app_dir``: reuse an app folder (and its published model) from an earlier server instead of a fresh copy.
     ``headers``: sent with the readiness check (e.g. a bearer token when MONAI Label's auth is on)."""
@@ -104,7 +104,7 @@ def stop(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def running_server(studies: Path, work: Path, conf: dict | None = None, env: dict | None = None,
+def running_server(studies: Path | str, work: Path, conf: dict | None = None, env: dict | None = None,
                    app_dir: Path | None = None, headers: dict | None = None) -> Iterator[Server]:
     """``studies`` is served as is (pass a copy); ``work`` holds the app copy and the server log."""
     server = start(studies, work, conf, env, app_dir=app_dir, headers=headers)
