@@ -232,6 +232,29 @@ def test_the_train_task_learns_from_the_pacs_corrections(site, tmp_path):
     assert "covid_mtl: 2 images, 2 with masks, 2 with a class" in site.server.log()
 
 
+def test_an_interrupted_fetch_is_removed_but_not_one_in_progress(site, tmp_path):
+    """A datastore starting (a training task's) removes what a crashed fetch left, never another process's fetch
+    that holds its series lock."""
+    import subprocess
+    import sys
+
+    dicom = tmp_path / "cache" / "dicom"
+    (dicom / ".1.2.3~crashed").mkdir(parents=True)
+    (dicom / ".1.2.3~crashed" / "00000.dcm").write_bytes(b"half a series")
+    (dicom / ".4.5.6~fetching").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); "
+                               "lock.acquire(); print('held', flush=True); time.sleep(120)", str(dicom / "4.5.6.lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        fresh_datastore(site, tmp_path / "cache")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (dicom / ".1.2.3~crashed").exists()
+    assert (dicom / ".4.5.6~fetching").is_dir()
+
+
 def test_uploads_and_deletions_are_refused_on_a_pacs(site, served_image):
     reply = requests.put(f"{site.server.url}/datastore/image", params={"image": "new_scan"},
                          files={"file": ("new_scan.nii", served_image)}, timeout=TIMEOUT)

@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from lib.datastore import ValidatingDatastore, check_id, read_checked
 from lib.errors import PacsError, Refused, UnknownImage, Unprocessable
 from lib.monailabel_compat import DataModel, ImageLabelModel
@@ -47,7 +47,7 @@ FINAL = DefaultLabelTag.FINAL.value
 IMAGE_EXT = ".nii"  # uncompressed: written and read in a fraction of the time gzip takes, on the server's own disk
 SERIES_FIELDS = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate", "SeriesDescription",
                  "SeriesNumber", "NumberOfSeriesRelatedInstances")
-SEG_KEYS = ("seg_series", "seg_instance")
+STAGING_MARK = "~"  # ".<series>~<random>": a fetch or conversion in progress (a UID never holds "~")
 
 
 def default_cache(url: str) -> str:
@@ -109,11 +109,7 @@ class PacsDatastore(ValidatingDatastore):
         self._corrections: Dict[str, List[Correction]] = {}  # SEG series -> its instances (metadata read once)
         self._refused: Dict[str, str] = {}  # SEG instance -> why it cannot be a label
         super().__init__(studies, extensions=["*" + IMAGE_EXT], auto_reload=False, read_only=False, settings=settings)
-        for name in os.listdir(self.dicom_root):  # a fetch or conversion a crash interrupted
-            if name.startswith("."):
-                logger.warning(f"PACS cache: removing {name}, left by an interrupted fetch")
-                path = os.path.join(self.dicom_root, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        self._remove_interrupted_fetches()
         logger.info(f"PACS datastore: {client.public_url} (series {self.search_filter}); cache {cache_path}")
 
     def name(self) -> str:
@@ -155,6 +151,23 @@ class PacsDatastore(ValidatingDatastore):
         path = os.path.join(self.model.image_path(), image_id + obj.image.ext)
         return path if os.path.isfile(path) else None
 
+    def _series_lock(self, image_id: str, timeout: float = -1) -> FileLock:
+        return FileLock(os.path.join(self.dicom_root, image_id + ".lock"), timeout=timeout)
+
+    def _remove_interrupted_fetches(self) -> None:
+        """Staging left by a crash (``.<series>~...``); one whose series lock is held is another process's fetch in
+        progress (a training task starting while the server fetches) and stays."""
+        for name in os.listdir(self.dicom_root):
+            if not (name.startswith(".") and STAGING_MARK in name):
+                continue
+            try:
+                with self._series_lock(name[1:].split(STAGING_MARK)[0], timeout=0):
+                    logger.warning(f"PACS cache: removing {name}, left by an interrupted fetch")
+                    path = os.path.join(self.dicom_root, name)
+                    shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+            except Timeout:
+                continue
+
     def dicom_folder(self, image_id: str) -> str:
         return os.path.join(self.dicom_root, check_id(image_id))
 
@@ -164,7 +177,7 @@ class PacsDatastore(ValidatingDatastore):
         cached = self._cached(image_id)
         if cached and os.path.isdir(self.dicom_folder(image_id)):
             return cached
-        with FileLock(os.path.join(self.dicom_root, image_id + ".lock")):  # one fetch per series, across processes
+        with self._series_lock(image_id):  # one fetch per series, across processes
             cached = self._cached(image_id)
             if cached and os.path.isdir(self.dicom_folder(image_id)):
                 return cached
@@ -173,7 +186,7 @@ class PacsDatastore(ValidatingDatastore):
     def _fetch(self, image_id: str, record) -> str:
         folder = self.dicom_folder(image_id)
         if not os.path.isdir(folder):
-            staging = tempfile.mkdtemp(prefix=f".{image_id}.", dir=self.dicom_root)
+            staging = tempfile.mkdtemp(prefix=f".{image_id}{STAGING_MARK}", dir=self.dicom_root)
             try:
                 if not self.client.retrieve_series(_text(record, "StudyInstanceUID"), image_id, staging):
                     raise Unprocessable(f"the PACS at {self.client.public_url} sent no instance of series {image_id}")
@@ -186,7 +199,8 @@ class PacsDatastore(ValidatingDatastore):
             shutil.rmtree(folder, ignore_errors=True)  # fetched again next time, once the PACS holds a readable one
             raise
         info = {**series_info(record), "source": "pacs"}
-        fd, converted = tempfile.mkstemp(prefix=".covid-mtl-convert-", suffix=IMAGE_EXT, dir=self.dicom_root)
+        fd, converted = tempfile.mkstemp(prefix=f".{image_id}{STAGING_MARK}convert-", suffix=IMAGE_EXT,
+                                         dir=self.dicom_root)
         os.close(fd)
         try:
             write_volume(image, converted)
