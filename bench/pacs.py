@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from bench.common import OUT, REAL_CT, save, table
+from bench.common import OUT, REAL_CT, save, table, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (300, 512, 512)
@@ -106,8 +106,7 @@ def bench_series(name: str, folder: Path, repeats: int) -> dict[str, Any]:
             with running_server(orthanc.dicomweb, work / "pacs_server", conf={"preload": "true"}, env=env) as server:
                 infer(server.url, warm_uid)  # one-time costs (model load, first torch call) on another series
                 row["pacs_first_s"], first = infer(server.url, series_uid)
-                cached = sorted(infer(server.url, series_uid)[0] for _ in range(repeats))
-                row["pacs_cached_s"] = cached[len(cached) // 2]
+                row["pacs_cached_s"], _ = timed(lambda: infer(server.url, series_uid), repeats, warmup=0)
             row["where_pacs_first_s"] = where_pacs_time_goes(orthanc, series_uid, study_uid, work / "steps")
         studies = work / "studies"
         studies.mkdir()
@@ -115,10 +114,8 @@ def bench_series(name: str, folder: Path, repeats: int) -> dict[str, Any]:
         (work / "local_server").mkdir()
         with running_server(studies, work / "local_server", conf={"preload": "true"},
                             env=quiet_env(work / "local_server")) as server:
-            infer(server.url, "local")
-            local = sorted(infer(server.url, "local")[0] for _ in range(repeats))
-            row["local_file_s"], reply = local[len(local) // 2], None
-            _, reply = infer(server.url, "local")
+            _, reply = infer(server.url, "local")  # also the warm-up
+            row["local_file_s"], _ = timed(lambda: infer(server.url, "local"), repeats, warmup=0)
         row["first_vs_local"] = row["pacs_first_s"] / row["local_file_s"]
         row["cached_vs_local"] = row["pacs_cached_s"] / row["local_file_s"]
         row["same_statement"] = first["statement"] == reply["statement"]

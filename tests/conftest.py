@@ -29,3 +29,13 @@ def real_ct() -> Path:
     if not REAL_CT.is_dir():
         pytest.skip(f"real CT folder {REAL_CT} absent (it ships beside the project in shared/, not with it)")
     return REAL_CT
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """A real Orthanc holding the sample CT series and an MR copy, and a covid-mtl server serving it (one per test
+    module; tests/pacs_site.py). Skips where Orthanc is not installed."""
+    from tests.pacs_site import pacs_site
+
+    with pacs_site(tmp_path_factory.mktemp("pacs")) as site:
+        yield site

@@ -12,33 +12,27 @@ from CovidMTLLib import scene as mrml
 from CovidMTLLib.logic import IMAGE_ID_ATTRIBUTE, SEGMENT_NAME, CovidMTLLogic
 from covid_mtl.io import read_image
 from covid_mtl.measure.dicom_seg import read_dicom_seg, seg_classification
-from tests.pacs_site import SAMPLE_SERIES, pacs_site
+from tests.pacs_site import SAMPLE_SERIES
 from tests.slicer.slicer_helpers import application_scene
 from tests.slicer.test_slicer_logic import paint
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    with pacs_site(tmp_path_factory.mktemp("slicer_pacs")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def logic(site):
+def logic(pacs):
     with application_scene() as scene:
-        yield CovidMTLLogic(scene, site.server.url, timeout=300)
+        yield CovidMTLLogic(scene, pacs.server.url, timeout=300)
 
 
-def test_load_classify_correct_a_pacs_series(site, logic):
+def test_load_classify_correct_a_pacs_series(pacs, logic):
     logic.connect()
-    assert f"Datastore from the PACS {site.orthanc.dicomweb}: 1 images" in logic.describe_server()
-    volume = logic.load_server_image(site.ct_series)
-    assert volume.GetAttribute(IMAGE_ID_ATTRIBUTE) == site.ct_series
+    assert f"Datastore from the PACS {pacs.orthanc.dicomweb}: 1 images" in logic.describe_server()
+    volume = logic.load_server_image(pacs.ct_series)
+    assert volume.GetAttribute(IMAGE_ID_ATTRIBUTE) == pacs.ct_series
     source = read_image(SAMPLE_SERIES)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), source.array)
 
     result = logic.classify_and_segment(volume)
-    assert result.image_id == site.ct_series  # the PACS series itself, nothing uploaded
+    assert result.image_id == pacs.ct_series  # the PACS series itself, nothing uploaded
     assert "P(COVID-19)" in result.statement and result.label in logic.correction_classes
 
     edited = mrml.segment_array(result.segmentation_node, SEGMENT_NAME, volume)
@@ -47,8 +41,8 @@ def test_load_classify_correct_a_pacs_series(site, logic):
     chosen = next(c for c in ("covid", "non-covid") if c != result.label and c in logic.correction_classes)
     logic.submit_correction(volume, chosen)
 
-    segs = site.segs()
+    segs = pacs.segs()
     assert len(segs) == 1
-    seg = site.seg_file(segs[0]["Instances"][0])
+    seg = pacs.seg_file(segs[0]["Instances"][0])
     assert seg_classification(seg) == chosen
     np.testing.assert_array_equal(read_dicom_seg(seg, source), edited)

@@ -12,7 +12,7 @@ import pytest
 
 from covid_mtl.io import read_image
 from covid_mtl.measure.dicom_seg import read_dicom_seg, seg_classification
-from tests.pacs_site import SAMPLE_SERIES, pacs_site
+from tests.pacs_site import SAMPLE_SERIES
 from tests.web.test_web_review import (  # noqa: F401  (fixtures: page, web_app)
     OUT, axial_view, expect_no_error, page, pytestmark, segment_inside_ct, settle, web_app,
 )
@@ -20,14 +20,8 @@ from tests.web.web_helpers import stroke_target
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    with pacs_site(tmp_path_factory.mktemp("web_pacs")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def server(site):
-    return site.server
+def server(pacs):
+    return pacs.server
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +31,10 @@ def out_dir():
     return folder
 
 
-def test_a_pacs_series_is_reviewed_and_its_correction_lands_in_the_pacs(page, site, out_dir):
-    case = site.ct_series
+def test_a_pacs_series_is_reviewed_and_its_correction_lands_in_the_pacs(page, pacs, out_dir):
+    case = pacs.ct_series
     page.get_by_test_id("connect").click()
-    page.get_by_text(f"Datastore from the PACS {site.orthanc.dicomweb}").wait_for()
+    page.get_by_text(f"Datastore from the PACS {pacs.orthanc.dicomweb}").wait_for()
     page.get_by_test_id("case-select").click()
     # listed by patient and series description, then the series UID
     page.get_by_role("option", name=f"PHANTOM-covid_dicom_001 · covid-mtl phantom covid_dicom_001 (covid) · {case}",
@@ -73,9 +67,9 @@ def test_a_pacs_series_is_reviewed_and_its_correction_lands_in_the_pacs(page, si
     page.get_by_test_id("submitted").wait_for()
     expect_no_error(page)
 
-    segs = site.segs()
+    segs = pacs.segs()
     assert len(segs) == 1, segs
-    seg = site.seg_file(segs[0]["Instances"][0])
+    seg = pacs.seg_file(segs[0]["Instances"][0])
     assert seg_classification(seg) == "covid"
     mask = read_dicom_seg(seg, read_image(SAMPLE_SERIES))
     assert mask.sum() > 20  # the model's lesion and the stroke, on the series' own grid

@@ -50,9 +50,13 @@ SERIES_FIELDS = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID
 STAGING_MARK = "~"  # ".<series>~<random>": a fetch or conversion in progress (a UID never holds "~")
 
 
+def url_key(url: str) -> str:
+    """The cache folder name of one PACS: its DICOMweb URL hashed."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def default_cache(url: str) -> str:
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return os.path.join(pathlib.Path.home(), ".cache", "covid-mtl", "pacs", digest)
+    return os.path.join(pathlib.Path.home(), ".cache", "covid-mtl", "pacs", url_key(url))
 
 
 def from_monailabel_settings(url: str, ml_settings, app_settings: AppSettings) -> "PacsDatastore":
@@ -64,13 +68,12 @@ def from_monailabel_settings(url: str, ml_settings, app_settings: AppSettings) -
     password = ml_settings.MONAI_LABEL_DATASTORE_PASSWORD or ml_settings.MONAI_LABEL_DICOMWEB_PASSWORD
     cache = (ml_settings.MONAI_LABEL_DATASTORE_CACHE_PATH or ml_settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
     client = PacsClient(url, username, password)
-    cache = os.path.join(cache, hashlib.sha256(url.encode()).hexdigest()[:16]) if cache else default_cache(url)
+    cache = os.path.join(cache, url_key(url)) if cache else default_cache(url)
     return PacsDatastore(client, cache, ml_settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, app_settings)
 
 
 def _text(ds, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return str(value.value if hasattr(value, "value") else value or "").strip()
+    return str(ds.get(keyword, "") or "").strip()
 
 
 def series_info(ds) -> Dict[str, str]:
@@ -238,8 +241,6 @@ class PacsDatastore(ValidatingDatastore):
 
     def _store_correction(self, image_id: str, label, classification: Optional[str]) -> Dict[str, str]:
         source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
-        if label.array.shape != source.array.shape:  # the cached NIfTI is on this grid; this guards the cache
-            raise Unprocessable(f"label shape {label.array.shape} differs from series {image_id} {source.array.shape}")
         with tempfile.TemporaryDirectory(prefix="covid-mtl-seg-") as tmp:
             path = write_dicom_seg(label.array != 0, source, os.path.join(tmp, "seg.dcm"),
                                    model_version="radiologist correction", classification=classification,
@@ -264,9 +265,9 @@ class PacsDatastore(ValidatingDatastore):
                     found.setdefault(c.image, []).append(c)
         return {image: sorted(cs, key=lambda c: (c.when, c.instance), reverse=True) for image, cs in found.items()}
 
-    def sync_corrections(self) -> None:
-        """Make each CT series' ``final`` label the newest SEG in the PACS that lies on it."""
-        images = set(self.list_images())
+    def sync_corrections(self, images: set) -> None:
+        """Make each of the CT series ``images`` (the listing the caller has) take as ``final`` label the newest SEG
+        in the PACS that lies on it."""
         for image_id, candidates in sorted(self._pacs_corrections(images).items()):
             self._fresh()
             obj = self.model.objects.get(image_id)
@@ -297,39 +298,45 @@ class PacsDatastore(ValidatingDatastore):
             self.write_label(image_id, path, FINAL, info)
         logger.info(f"PACS: SEG {c.instance} is now the final label of series {image_id}")
 
-    def get_labeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
-        self.sync_corrections()
-        images = set(self.list_images())
+    def _labeled(self, images: set, label_tag: Optional[str] = None, labels=None) -> List[str]:
+        """Of the listed ``images``, those with a label, once the PACS's corrections are synced."""
+        self.sync_corrections(images)
         return [i for i in super().get_labeled_images(label_tag, labels) if i in images]
 
+    def get_labeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
+        return self._labeled(set(self.list_images()), label_tag, labels)
+
     def get_unlabeled_images(self, label_tag: Optional[str] = None, labels=None) -> List[str]:
-        labeled = set(self.get_labeled_images(label_tag, labels))
-        return [i for i in self.list_images() if i not in labeled]
+        images = self.list_images()
+        labeled = set(self._labeled(set(images), label_tag, labels))
+        return [i for i in images if i not in labeled]
 
     def training_images(self) -> List[str]:
         """Only the corrected series: training on a PACS must not fetch every series it holds."""
         return self.get_labeled_images(FINAL)
 
     def datalist(self, full_path=True):
-        self.sync_corrections()
+        self.sync_corrections(set(self.list_images()))
         return super().datalist(full_path)
 
     def status(self) -> Dict[str, Any]:
         """Part of ``/info/``, which must answer while the PACS does not (Slicer connects through it): the PACS's
         problem is reported in ``error`` instead."""
         try:
-            labeled = self.get_labeled_images(FINAL)
-            return {"total": len(self.list_images()), "completed": len(labeled), "label_tags": {FINAL: len(labeled)},
+            images = self.list_images()
+            labeled = self._labeled(set(images), FINAL)
+            return {"total": len(images), "completed": len(labeled), "label_tags": {FINAL: len(labeled)},
                     "pacs": self.client.public_url}
         except PacsError as exc:
             logger.warning(f"PACS: {exc}")
             return {"total": 0, "completed": 0, "label_tags": {}, "pacs": self.client.public_url, "error": str(exc)}
 
     def json(self):
-        self.sync_corrections()
+        listing = self._listing()
+        self.sync_corrections(set(listing))
         self._fresh()
         objects = {}
-        for image_id, record in self._listing().items():
+        for image_id, record in listing.items():
             obj = self.model.objects.get(image_id)
             image = {"ext": obj.image.ext if obj else "", "info": {**series_info(record), **(obj.image.info if obj else {})}}
             labels = {tag: {"ext": label.ext, "info": label.info} for tag, label in (obj.labels.items() if obj else [])}
@@ -357,4 +364,4 @@ class PacsDatastore(ValidatingDatastore):
         super().remove_label(label_id, label_tag)
 
 
-__all__ = ["PacsDatastore", "default_cache", "from_monailabel_settings", "Correction"]
+__all__ = ["PacsDatastore", "default_cache", "url_key", "from_monailabel_settings", "Correction"]

@@ -21,8 +21,6 @@ def mask_affine(like: Image) -> np.ndarray:
 def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
     """Write a (z, y, x) mask as uint8 on ``like``'s grid: NIfTI (``.nii``/``.nii.gz``, in the shape the image's
     file stored when it was a NIfTI) or PNG for 2D slices."""
-    import nibabel as nib
-
     out = Path(path)
     if tuple(mask.shape) != tuple(like.array.shape):
         raise CovidMTLError(f"{out}: mask shape {mask.shape} differs from the image's {like.array.shape}")
@@ -45,14 +43,21 @@ def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
     stored = like.meta.get("stored_shape")  # the file's own shape: a 2D NIfTI gets a 2D mask, (x, y, z, 1) stays 4D
     if stored and int(np.prod(stored)) == xyz.size:
         xyz = xyz.reshape(stored)
-    img = nib.Nifti1Image(xyz, mask_affine(like))
-    img.set_qform(mask_affine(like), code=1)
-    img.set_sform(mask_affine(like), code=1)
+    return _write_nifti(xyz, mask_affine(like), out, compresslevel=9)
+
+
+def _write_nifti(xyz: np.ndarray, affine: np.ndarray, out: Path, compresslevel: int) -> Path:
+    """``xyz`` with ``affine`` as its qform and sform, gzipped when ``out`` ends in ``.gz``, written atomically."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(xyz, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
     payload = img.to_bytes()
-    if name.endswith(".gz"):
+    if out.name.lower().endswith(".gz"):
         import gzip
 
-        payload = gzip.compress(payload, mtime=0)
+        payload = gzip.compress(payload, compresslevel=compresslevel, mtime=0)
     atomic_write(out, payload)
     return out
 
@@ -61,8 +66,6 @@ def write_volume(image: Image, path: str | os.PathLike) -> Path:
     """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) so that ``read_image`` gives back the same array (Hounsfield
     units stay int16 when they are whole numbers) on the same grid: a DICOM series served as a file keeps the voxel
     order its DICOM SEG frames are written in."""
-    import nibabel as nib
-
     out = Path(path)
     name = out.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
@@ -70,13 +73,4 @@ def write_volume(image: Image, path: str | os.PathLike) -> Path:
     array = image.array
     whole = np.array_equal(array, np.round(array)) and array.min() >= -32768 and array.max() <= 32767
     data = (array.astype(np.int16) if whole else array.astype(np.float32)).transpose(2, 1, 0)
-    img = nib.Nifti1Image(data, mask_affine(image))
-    img.set_qform(mask_affine(image), code=1)
-    img.set_sform(mask_affine(image), code=1)
-    payload = img.to_bytes()
-    if name.endswith(".gz"):
-        import gzip
-
-        payload = gzip.compress(payload, compresslevel=1, mtime=0)
-    atomic_write(out, payload)
-    return out
+    return _write_nifti(data, mask_affine(image), out, compresslevel=1)
