@@ -10,6 +10,7 @@ import os
 from typing import Dict
 
 from lib import datastore_pacs, endpoint_hooks, http_guard, monailabel_compat
+from lib.activelearning.random_order import RandomOrder
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.configs.covid_mtl import CovidMTLConfig
 from lib.datastore import ValidatingDatastore
@@ -29,7 +30,6 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.config import settings
-from monailabel.tasks.activelearning.random import Random
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
         return {"covid_mtl": trainer} if trainer else {}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"uncertainty": UncertaintyStrategy(self.task_config.infer()), "random": Random()}
+        return {"uncertainty": UncertaintyStrategy(self.task_config.infer()), "random": RandomOrder()}
 
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
         return {"covid_mtl_uncertainty": UncertaintyScoring(self.task_config.infer())}

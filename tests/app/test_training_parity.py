@@ -1,5 +1,5 @@
-"""`covid-mtl train` and the MONAI Label train task are one training set-up (issue 22): the task's defaults are the
-CLI's, and on the same images with the same settings both train the same weights and write the same checkpoint
+"""`covid-mtl train` and the MONAI Label train task are one training set-up (issue 22): a new model takes the CLI's
+defaults, and on the same images with the same settings both train the same weights and write the same checkpoint
 metadata (``covid_mtl.train.engine``). The task runs in this process, as MONAI Label's task subprocess runs it."""
 from __future__ import annotations
 
@@ -27,21 +27,29 @@ def task_class():
     return trainer.CovidMTLTrain, trainer.DEFAULTS
 
 
-def test_the_train_task_takes_the_cli_defaults(task_class, tmp_path) -> None:
+def test_a_new_model_takes_the_cli_defaults_and_a_plain_request_is_a_round(task_class, tmp_path) -> None:
+    """``{"fine_tune": false}`` trains anew with the CLI's defaults; a plain request is one round of the
+    annotation loop (issue 20), with the core's ``ROUND`` defaults, both named in one place."""
     import argparse
 
     from covid_mtl.commands.train import register
+    from covid_mtl.train.engine import ROUND
 
     CovidMTLTrain, defaults = task_class
+    trainer = app_module("lib.trainers.covid_mtl")
     assert asdict(defaults) == asdict(TrainConfig())
     config = CovidMTLTrain(str(tmp_path), str(tmp_path / "covid_mtl.pt"), [], "lite", "cpu").config()
-    task_defaults = (config["max_epochs"], config["early_stop_patience"], config["train_batch_size"],
-                     config["learning_rate"], config["val_split"])
+    keys = ("max_epochs", "early_stop_patience", "train_batch_size", "learning_rate", "val_split", "steps_per_epoch")
+    assert tuple(config[k] for k in keys) == (ROUND.epochs, ROUND.patience, ROUND.batch_size, ROUND.lr,
+                                              ROUND.val_fraction, ROUND.steps_per_epoch)
+    anew = trainer.request_defaults(defaults)
     parser = argparse.ArgumentParser().add_subparsers()
     register(parser)
     cli = parser.choices["train"].parse_args(["--manifest", "m.csv", "--out", "o"])
-    expected = (defaults.epochs, defaults.patience, defaults.batch_size, defaults.lr, defaults.val_fraction)
-    assert task_defaults == expected == (cli.epochs, cli.patience, cli.batch_size, cli.lr, defaults.val_fraction)
+    expected = (defaults.epochs, defaults.patience, defaults.batch_size, defaults.lr, defaults.val_fraction, 0)
+    assert tuple(anew[k] for k in keys) == expected
+    assert expected[:4] == (cli.epochs, cli.patience, cli.batch_size, cli.lr) and cli.steps_per_epoch is None
+    assert (cli.replay_share, cli.replay_images) == (defaults.replay_share, defaults.replay_images)
 
 
 def test_cli_and_train_task_train_the_same_model(tmp_path, sample_data, task_class) -> None:

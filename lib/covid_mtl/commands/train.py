@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, help="checkpoint to start from (fine-tuning)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--replay", default=None, metavar="MANIFEST",
+                   help="an earlier training set (the --init model's manifest) whose train rows are learnt "
+                        "alongside, so fine-tuning does not forget it")
+    p.add_argument("--replay-share", type=float, default=0.5, help="share of the draws from --replay (default 0.5)")
+    p.add_argument("--replay-images", type=int, default=None,
+                   help="at most this many --replay rows, drawn with --seed (default: all)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: all cores, shared among torchrun's processes on a machine)")
     p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_MIN,
@@ -80,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
                          device=process_device(args.device, ranks), seed=args.seed, init=args.init,
                          max_steps=args.max_steps, augment=not args.no_augment, balance=not args.no_balance,
-                         steps_per_epoch=args.steps_per_epoch, lambdas=args.lambdas)
+                         steps_per_epoch=args.steps_per_epoch, lambdas=args.lambdas, replay=args.replay,
+                         replay_share=args.replay_share, replay_images=args.replay_images)
     train_rows, val_rows = split_validation(read_manifest(args.manifest), config.val_fraction, config.seed)
     with process_group(ranks, config.device, timedelta(minutes=args.dist_timeout)):
         result = train(config, train_rows, val_rows, args.out, progress=True)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.metrics import Metric
 from monai.data import DataLoader
@@ -27,6 +28,7 @@ from ..nets.checkpoint import load_checkpoint
 from ..nets.config import get_config, parse_tasks
 from ..nets.decision import Decision
 from ..nets.factory import build_model
+from ..io.manifest import read_manifest
 from ..nets.preprocessing import Preprocessing, of_model
 from .augment import eval_transforms, train_transforms
 from .decision import trained_classes
@@ -65,6 +67,41 @@ class TrainConfig:
     balance: bool = True
     steps_per_epoch: int | None = None
     val_steps: int | None = None
+    replay: str | None = None
+    replay_share: float = 0.5
+    replay_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_share < 1.0:
+            raise CovidMTLError(f"replay share {self.replay_share} must be at least 0 and below 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise CovidMTLError(f"validation fraction {self.val_fraction} must be at least 0 and below 1")
+
+
+ROUND = TrainConfig(epochs=1, patience=1, batch_size=8, lr=1e-4, steps_per_epoch=30, val_fraction=0.0,
+                    replay_images=240)
+"""The defaults of one round of the annotation loop (the MONAI Label train task fine-tuning the served model
+on the corrections so far): a short fixed schedule, every correction trained on (too few to hold some back for
+validation; the last weights are published), and, when the server has a ``replay`` set (the manifest the served
+model learnt from), a seeded draw of ``replay_images`` of its training rows taking ``replay_share`` of the
+draws. Chosen by measurement: ``python -m bench.annotation_loop`` (README, "The annotation loop")."""
+
+
+def replay_records(cfg: TrainConfig, exclude: Sequence[Any] = ()) -> list:
+    """The training rows of ``cfg.replay`` (a manifest) to learn alongside, at most ``cfg.replay_images`` of
+    them drawn with ``cfg.seed``; rows whose image is among ``exclude`` (the new records) are left out, so a
+    corrected image is learnt once, with its correction."""
+    if not cfg.replay:
+        return []
+    taken = {os.path.realpath(r.image) for r in as_records(exclude)}
+    rows = [r for r in read_manifest(cfg.replay) if r.split in (None, "train")
+            and (r.label is not None or r.mask is not None) and os.path.realpath(r.image) not in taken]
+    if not rows:
+        raise CovidMTLError(f"replay manifest {cfg.replay}: no labelled training rows")
+    if cfg.replay_images and len(rows) > cfg.replay_images:
+        chosen = np.random.default_rng(cfg.seed).choice(len(rows), cfg.replay_images, replace=False)
+        rows = [rows[i] for i in sorted(chosen)]
+    return rows
 
 
 def build_training_model(cfg: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -115,16 +152,18 @@ def data_loaders(cfg: TrainConfig, model: torch.nn.Module, train_records: Sequen
     preprocessing = of_model(model)
     rank, world = (distributed_rank(), distributed_world_size()) if distributed else (0, 1)
     # each process its own augmentation stream: one shared seed would flip and rotate every share of a step alike
-    train_ds = build_dataset(train_records, preprocessing, progress=progress,
+    replayed = replay_records(cfg, exclude=train_records + val_records)
+    train_ds = build_dataset(train_records, preprocessing, progress=progress, replay=replayed,
                              transform=train_transforms(cfg.seed + rank) if cfg.augment else eval_transforms())
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = train_sampler(train_ds, cfg.batch_size * world, cfg.steps_per_epoch, cfg.balance, generator)
+    sampler = train_sampler(train_ds, cfg.batch_size * world, cfg.steps_per_epoch, cfg.balance, generator,
+                            cfg.replay_share)
     if world > 1:
         sampler = ShareOfDraws(sampler, rank, world)
     val_size = max(cfg.batch_size, VAL_BATCH_SIZE)
     val_ds = build_dataset(val_records, preprocessing, transform=eval_transforms(), progress=progress) \
         if val_records else None
-    counts = {"train_images": len(train_records), "val_images": len(val_records),
+    counts = {"train_images": len(train_records), "val_images": len(val_records), "replay_images": len(replayed),
               "train_slices": count_samples(train_ds), "val_slices": count_samples(val_ds) if val_ds else None,
               "trained_classes": trained_classes_of(train_ds, model)}
     if val_ds is not None and cfg.val_steps and cfg.val_steps * val_size < len(val_ds):

@@ -144,18 +144,21 @@ def record_slices(record: VolumeRecord, preprocessing: Preprocessing) -> list[di
 
 
 def build_dataset(records: Sequence[object], preprocessing: Preprocessing, transform=None,
-                  progress: bool = False) -> Dataset:
+                  progress: bool = False, replay: Sequence[object] = ()) -> Dataset:
     """A MONAI ``Dataset`` of the slices of ``records`` (see ``as_records``) as ``preprocessing`` (the model's,
     ``covid_mtl.nets.preprocessing.of_model``) cuts them; ``transform`` is applied per sample each time it is
-    drawn (``covid_mtl.train.augment.train_transforms`` for training)."""
+    drawn (``covid_mtl.train.augment.train_transforms`` for training). ``replay``: records of an earlier
+    training set learnt alongside (their samples carry ``replay`` True; see :func:`draw_weights`)."""
     from tqdm.auto import tqdm
 
     from .augment import eval_transforms
 
-    records = as_records(records)
+    records, replay = as_records(records), as_records(replay)
     samples: list[dict] = []
-    for record in tqdm(records, desc="reading", unit="image", disable=not progress):
-        samples.extend(record_slices(record, preprocessing))
+    for i, record in enumerate(tqdm(records + replay, desc="reading", unit="image", disable=not progress)):
+        for sample in record_slices(record, preprocessing):
+            sample["replay"] = i >= len(records)
+            samples.append(sample)
     if not samples:
         raise CovidMTLError(f"no usable slices in {len(records)} training records (no lung-containing slices?)")
     return Dataset(samples, transform=transform or eval_transforms())
@@ -180,11 +183,31 @@ def balance_weights(samples: Sequence[dict]) -> np.ndarray:
     return weights / weights.sum()
 
 
+def draw_weights(samples: Sequence[dict], balance: bool, replay_share: float) -> np.ndarray:
+    """Drawing weights when some samples are replayed (``replay`` True): the replayed set gets ``replay_share``
+    of the draws and the new samples the rest, each part balanced on its own (:func:`balance_weights`) or
+    uniform. So a handful of corrections is not drowned by a large earlier set, and the earlier set keeps
+    being seen, which is what stops fine-tuning from forgetting it. A part with no samples gives its share
+    to the other."""
+    replayed = np.array([bool(s.get("replay", False)) for s in samples])
+    weights = np.zeros(len(samples), dtype=np.float64)
+    for part, share in ((~replayed, 1.0 - replay_share), (replayed, replay_share)):
+        index = np.flatnonzero(part)
+        if index.size == 0 or index.size == len(samples):
+            share = 1.0
+        if index.size:
+            chosen = [samples[i] for i in index]
+            weights[index] = share * (balance_weights(chosen) if balance else np.full(index.size, 1.0 / index.size))
+    return weights / weights.sum()
+
+
 def train_sampler(dataset: Dataset, batch_size: int, steps_per_epoch: int | None, balance: bool,
-                  generator: torch.Generator | None = None) -> Sampler:
+                  generator: torch.Generator | None = None, replay_share: float = 0.5) -> Sampler:
     """What one training epoch draws: ``steps_per_epoch`` batches (None or 0: as many slices as the dataset
-    has), with the class balance above or uniformly."""
+    has), with the class balance above or uniformly; replayed samples get ``replay_share`` of the draws."""
     draws = steps_per_epoch * batch_size if steps_per_epoch else len(dataset)
+    if any(s.get("replay") for s in dataset.data):
+        return WeightedRandomSampler(draw_weights(dataset.data, balance, replay_share), draws, generator=generator)
     if balance:
         return WeightedRandomSampler(balance_weights(dataset.data), draws, generator=generator)
     return RandomSampler(dataset, num_samples=draws, generator=generator)

@@ -8,6 +8,7 @@ row says ``val``, a seeded ``val_fraction`` of the *labelled groups of each sour
 patient or scan (the manifest's ``group``, else the image itself) and is never split; a source is the data set
 (the manifest's ``source``; all one source without it); only groups with a mask or a class can validate (an
 unlabelled image scores nothing), and a source with fewer than two labelled groups keeps them all for training.
+A ``val_fraction`` of 0 holds nothing back (a fine-tuning round of the annotation loop).
 So every data set with enough labels has validation images, and no patient is on both sides.
 
 **Selection score** (``selection_score``): the mean of the validation numbers that exist among lesion Dice
@@ -32,6 +33,8 @@ def split_validation(items: Sequence[Any], val_fraction: float = 0.2, seed: int 
     items = [i for i in items if _get(i, "split") != "test"]
     if any(_get(i, "split") == "val" for i in items):
         return [i for i in items if _get(i, "split") != "val"], [i for i in items if _get(i, "split") == "val"]
+    if val_fraction <= 0:  # nothing held back: a fine-tuning round on a handful of corrections learns them all
+        return items, []
     groups: dict[str, dict[str, bool]] = {}
     for item in items:
         source, group = _group_key(item)

@@ -13,7 +13,7 @@ import slicer
 
 MODULE_NAME = "CovidMTL"
 NODE_CLASS = "vtkMRMLScriptedModuleNode"
-DEFAULT_MAX_EPOCHS = 10
+DEFAULT_MAX_EPOCHS = 1  # one round of the annotation loop (the train task's own default)
 
 
 class PanelParameters:

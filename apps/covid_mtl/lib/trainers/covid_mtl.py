@@ -1,9 +1,11 @@
 """Train task ``covid_mtl``: the core's one training set-up (``covid_mtl.train.engine``) run by MONAI Label.
 
 MONAI Label's ``BasicTrainTask`` gives the request handling, output folders, train stats, early stopping and the
-multi-GPU (DDP) path; this class turns the request into the core's ``TrainConfig`` (whose defaults are the
-request's defaults, so ``covid-mtl train`` and this task train alike) and fills MONAI Label's hooks with the core's
-network, fine-tune rule, data loaders, engines and checkpoint metadata. Multi-GPU (``{"multi_gpu": true}``: MONAI
+multi-GPU (DDP) path; this class turns the request into the core's ``TrainConfig`` and fills MONAI Label's hooks
+with the core's network, fine-tune rule, data loaders, engines and checkpoint metadata. A plain request is one
+round of the annotation loop: it fine-tunes the served model with the core's ``ROUND`` defaults, replaying the
+admin's replay set (``--conf replay_manifest``) so the corrections do not make it forget; ``{"fine_tune": false}``
+trains a new model with the defaults of ``covid-mtl train`` (``TrainConfig()``), so both train alike. Multi-GPU (``{"multi_gpu": true}``: MONAI
 Label starts one process per GPU, joins them and wraps the network in DDP) trains as ``covid-mtl train`` under
 torchrun: each process its share of every step's draws (``train_batch_size`` is per GPU), training numbers gathered
 from all of them, rank 0's stop decision binding all (``covid_mtl.train.distributed``); every rank validates. The
@@ -25,7 +27,7 @@ from monai.handlers import StatsHandler, ValidationHandler
 from covid_mtl.nets.checkpoint import save_checkpoint
 from covid_mtl.train.decision import validated_decision
 from covid_mtl.train.distributed import stop_with_rank0
-from covid_mtl.train.engine import (TrainConfig, build_evaluator, build_optimizer, build_trainer,
+from covid_mtl.train.engine import (ROUND, TrainConfig, build_evaluator, build_optimizer, build_trainer,
                                     build_training_model, checkpoint_meta, data_loaders, epoch_metrics, epoch_stats,
                                     run_settings)
 from covid_mtl.train.losses import MultiTaskLoss
@@ -35,6 +37,7 @@ from monailabel.interfaces.datastore import Datastore
 logger = logging.getLogger(__name__)
 
 DEFAULTS = TrainConfig()
+"""A training from scratch (``{"fine_tune": false}``): the CLI's defaults."""
 
 def _flag(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
@@ -45,7 +48,14 @@ REQUEST_KEYS = {"max_epochs": ("epochs", int), "early_stop_patience": ("patience
                 "train_batch_size": ("batch_size", int), "learning_rate": ("lr", float),
                 "val_split": ("val_fraction", float), "steps_per_epoch": ("steps_per_epoch", int),
                 "val_steps": ("val_steps", int), "balance": ("balance", _flag), "augment": ("augment", _flag),
-                "seed": ("seed", int), "model_config": ("config", str)}
+                "seed": ("seed", int), "model_config": ("config", str), "replay_share": ("replay_share", float),
+                "replay_images": ("replay_images", int)}
+
+
+def request_defaults(cfg: TrainConfig) -> Dict[str, Any]:
+    """``cfg`` as the request keys it answers to (0 for "all" where MONAI Label wants a number)."""
+    values = {key: getattr(cfg, name) for key, (name, _) in REQUEST_KEYS.items() if name not in ("seed", "config")}
+    return {key: 0 if value is None else value for key, value in values.items()}
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -54,20 +64,19 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 
 class CovidMTLTrain(EngineTrainTask):
     def __init__(self, model_dir: str, published_path: str, init_paths: Sequence[str], model_config: str = "lite",
-                 device: str = "auto"):
+                 device: str = "auto", replay: Optional[str] = None):
         self.published_path = published_path
         self.init_paths = list(init_paths)
+        self.replay = replay
         super().__init__(
             model_dir,
-            description="Multi-task training (recon + seg + cls, partial labels) on the datastore",
+            description="Fine-tunes the served model on the corrections (one round of the annotation loop; "
+                        "recon + seg + cls, partial labels), replaying the server's replay set when it has one",
             config={
-                "max_epochs": DEFAULTS.epochs,
-                "train_batch_size": DEFAULTS.batch_size,
-                "learning_rate": DEFAULTS.lr,
-                "early_stop_patience": DEFAULTS.patience,
-                "val_split": DEFAULTS.val_fraction,
-                "steps_per_epoch": 0,  # 0 = every slice once per epoch
-                "val_steps": 0,  # 0 = every validation slice
+                # a plain request is a round of the annotation loop; {"fine_tune": false} trains anew with
+                # DEFAULTS (see __call__)
+                **request_defaults(ROUND),
+                "replay": bool(replay),
                 "fine_tune": True,
                 "model_config": model_config,
                 "device": device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
@@ -77,6 +86,11 @@ class CovidMTLTrain(EngineTrainTask):
             key_metric_filename="model_key_metric.pt",
             labels=["covid_lesion"],
         )
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore):
+        if not _flag(request.get("fine_tune", True)):  # MONAI Label fills what the request lacks from ROUND
+            request = {**request_defaults(DEFAULTS), **request}
+        return super().__call__(request, datastore)
 
     # ----- the request as the core's settings ----------------------------------------------------------------------
     def train_config(self, context: Context) -> TrainConfig:
@@ -88,16 +102,18 @@ class CovidMTLTrain(EngineTrainTask):
         for key, (name, kind) in REQUEST_KEYS.items():
             if request.get(key) is not None:
                 values[name] = kind(request[key])
-        for name in ("steps_per_epoch", "val_steps"):  # 0 = all, as the CLI's None
+        for name in ("steps_per_epoch", "val_steps", "replay_images"):  # 0 = all, as the CLI's None
             values[name] = values.get(name) or None
         init = self._init_path(context)
         if init:
             values["config"] = None  # a fine-tuned model keeps its checkpoint's configuration
-        context.covid_mtl_config = TrainConfig(**values, init=init, device=str(context.device))
+        # only the admin names the replay set (--conf replay_manifest); a request may only turn it off
+        replay = self.replay if _flag(request.get("replay", True)) else None
+        context.covid_mtl_config = TrainConfig(**values, init=init, device=str(context.device), replay=replay)
         return context.covid_mtl_config
 
     def _init_path(self, context: Context) -> Optional[str]:
-        if not context.request.get("fine_tune", True):
+        if not _flag(context.request.get("fine_tune", True)):
             return None
         return next((p for p in self.init_paths if p and os.path.isfile(p)), None)
 
