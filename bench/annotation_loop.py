@@ -252,8 +252,10 @@ def phantom_setup(out: Path) -> Setup:
     import torch
 
     shape = (12, 96, 96)
-    pool_manifest = write_sample_data(out / "pool", n_per_class=1, seed=11, shape=shape, n_labelled=1)
-    val_manifest = write_sample_data(out / "validation", n_per_class=1, seed=12, shape=shape, n_labelled=1)
+    pool_manifest = write_sample_data(out / "pool", n_per_class=1, seed=11, shape=shape, n_labelled=1,
+                                      overwrite=True)
+    val_manifest = write_sample_data(out / "validation", n_per_class=1, seed=12, shape=shape, n_labelled=1,
+                                     overwrite=True)
     corrections = out / "corrections"
     corrections.mkdir(parents=True, exist_ok=True)
     pool = []
@@ -287,12 +289,24 @@ def main(argv: list[str] | None = None) -> int:
                                                         "4,8,12,16,24,32; --quick: 2,3)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--start-model", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=OUT / "annotation_loop",
+                        help="prepared data, start model and corrections, kept between runs")
+    parser.add_argument("--out", type=Path, default=None, help="rounds.json and curves.png (default: --work)")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train request key for every round, e.g. replay=false or learning_rate=3e-5 "
+                             "(default: none, the train task's own round)")
     parser.add_argument("--docs", action="store_true", help="also write docs/annotation_loop.png")
     args = parser.parse_args(argv)
-    out = args.out or OUT / ("annotation_loop_quick" if args.quick else "annotation_loop")
+    work = args.work / "quick" if args.quick else args.work
+    out = args.out or work
     out.mkdir(parents=True, exist_ok=True)
-    setup = phantom_setup(out) if args.quick else medseg_setup(args.data, out, args.start_model)
+    setup = phantom_setup(work) if args.quick else medseg_setup(args.data, work, args.start_model)
+    for item in args.train:
+        key, _, value = item.partition("=")
+        try:
+            setup.train_request[key] = json.loads(value)
+        except json.JSONDecodeError:
+            setup.train_request[key] = value
     if args.budgets:
         setup.budgets = [int(b) for b in args.budgets.split(",")]
     if max(setup.budgets) >= len(setup.pool):

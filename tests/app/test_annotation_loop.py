@@ -19,7 +19,7 @@ def test_the_short_loop_serves_a_new_model_each_round_and_writes_its_curves(tmp_
     from bench import annotation_loop
 
     out = tmp_path / "loop"
-    assert annotation_loop.main(["--quick", "--out", str(out)]) == 0
+    assert annotation_loop.main(["--quick", "--work", str(tmp_path), "--out", str(out)]) == 0
     rounds = json.loads((out / "rounds.json").read_text())["rounds"]
     for strategy in ("uncertainty", "random"):
         mine = [r for r in rounds if r["strategy"] == strategy]
@@ -29,6 +29,9 @@ def test_the_short_loop_serves_a_new_model_each_round_and_writes_its_curves(tmp_
         assert len(picked) == len(set(picked)) == 3
         for r in mine[1:]:
             assert r["seconds"]["train"] > 0 and r["dice"] is not None and r["auc"] is not None
+    corrected = {i for r in rounds for i in r["picked"]}
+    # the pool holds 3D volumes and 2D slices (PNG); both serve as corrections
+    assert any("_slice_" in i for i in corrected) and any("_slice_" not in i for i in corrected), corrected
     uncertainty = [r for r in rounds if r["strategy"] == "uncertainty"]
     # each pick was ranked by the model served at that moment: after a round, by the newly published one
     assert uncertainty[1]["scored_with"] == [f"tiny-{uncertainty[0]['model']}"]

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", default=None, metavar="MANIFEST",
                    help="an earlier training set (the --init model's manifest) whose train rows are learnt "
                         "alongside, so fine-tuning does not forget it")
+    p.add_argument("--freeze", default=None,
+                   help="with --init: parts kept as they are, comma-separated: norm (every batch-norm layer's "
+                        "statistics), encoder, classifier, seg_decoder, recon_decoder")
     p.add_argument("--replay-share", type=float, default=0.5, help="share of the draws from --replay (default 0.5)")
     p.add_argument("--replay-images", type=int, default=None,
                    help="at most this many --replay rows, drawn with --seed (default: all)")
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                          device=process_device(args.device, ranks), seed=args.seed, init=args.init,
                          max_steps=args.max_steps, augment=not args.no_augment, balance=not args.no_balance,
                          steps_per_epoch=args.steps_per_epoch, lambdas=args.lambdas, replay=args.replay,
-                         replay_share=args.replay_share, replay_images=args.replay_images)
+                         replay_share=args.replay_share, replay_images=args.replay_images,
+                         freeze=args.freeze)
     train_rows, val_rows = split_validation(read_manifest(args.manifest), config.val_fraction, config.seed)
     with process_group(ranks, config.device, timedelta(minutes=args.dist_timeout)):
         result = train(config, train_rows, val_rows, args.out, progress=True)

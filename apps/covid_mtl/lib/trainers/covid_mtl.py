@@ -49,13 +49,14 @@ REQUEST_KEYS = {"max_epochs": ("epochs", int), "early_stop_patience": ("patience
                 "val_split": ("val_fraction", float), "steps_per_epoch": ("steps_per_epoch", int),
                 "val_steps": ("val_steps", int), "balance": ("balance", _flag), "augment": ("augment", _flag),
                 "seed": ("seed", int), "model_config": ("config", str), "replay_share": ("replay_share", float),
-                "replay_images": ("replay_images", int)}
+                "replay_images": ("replay_images", int), "freeze": ("freeze", str)}
 
 
 def request_defaults(cfg: TrainConfig) -> Dict[str, Any]:
     """``cfg`` as the request keys it answers to (0 for "all" where MONAI Label wants a number)."""
-    values = {key: getattr(cfg, name) for key, (name, _) in REQUEST_KEYS.items() if name not in ("seed", "config")}
-    return {key: 0 if value is None else value for key, value in values.items()}
+    values = {key: (getattr(cfg, name), kind) for key, (name, kind) in REQUEST_KEYS.items()
+              if name not in ("seed", "config")}
+    return {key: ("" if kind is str else 0) if value is None else value for key, (value, kind) in values.items()}
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -102,7 +103,7 @@ class CovidMTLTrain(EngineTrainTask):
         for key, (name, kind) in REQUEST_KEYS.items():
             if request.get(key) is not None:
                 values[name] = kind(request[key])
-        for name in ("steps_per_epoch", "val_steps", "replay_images"):  # 0 = all, as the CLI's None
+        for name in ("steps_per_epoch", "val_steps", "replay_images", "freeze"):  # 0 or "": the CLI's None
             values[name] = values.get(name) or None
         init = self._init_path(context)
         if init:
