@@ -74,3 +74,28 @@ def test_a_replay_set_that_cannot_be_trained_on_stops_the_server_at_start(tmp_pa
     with pytest.raises(RuntimeError, match="replay_manifest"):
         start(copy_studies(tmp_path / "studies"), tmp_path, conf={"preload": "false", "replay_manifest": str(bad)},
               env=quiet_env(tmp_path))
+
+
+def test_every_round_starts_from_the_round_base_until_another_model_is_served(tmp_path: Path) -> None:
+    import torch
+
+    from covid_mtl.nets.checkpoint import save_checkpoint
+    from covid_mtl.nets.config import get_config, parse_tasks
+    from covid_mtl.nets.factory import build_model
+    from tests.server import app_module
+
+    rb = app_module("lib.trainers.round_base")
+    config = get_config("tiny")
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "covid_mtl.pt", build_model(config, parse_tasks(None, config)))
+    base = Path(rb.round_base(str(start), str(tmp_path)))
+    assert base.name == rb.BASE_NAME and base.read_bytes() == start.read_bytes()
+    # a round's model records its base: the next round starts from that base, not from the round's model
+    made = {rb.MADE_FROM: rb.file_digest(str(base))}
+    torch.manual_seed(1)
+    save_checkpoint(start, build_model(config, parse_tasks(None, config)), meta={"train_settings": made})
+    assert rb.round_base(str(start), str(tmp_path)) == str(base) and base.read_bytes() != start.read_bytes()
+    # a model no round made from this base (an admin's, a new training) becomes the new base
+    torch.manual_seed(2)
+    save_checkpoint(start, build_model(config, parse_tasks(None, config)), meta={"train_settings": {}})
+    assert rb.round_base(str(start), str(tmp_path)) == str(base) and base.read_bytes() == start.read_bytes()

@@ -95,3 +95,22 @@ def test_fine_tuning_with_replay_records_it_and_learns(tmp_path: Path) -> None:
     assert meta["train_settings"]["replay_images"] == 2 and meta["train_settings"]["replay"] == str(manifest)
     losses = [epoch["train_loss"] for epoch in result.history]
     assert losses[-1] < losses[0], losses
+
+
+def test_frozen_parts_and_statistics_do_not_move_while_the_rest_learns(tmp_path: Path) -> None:
+    base = write_phantoms(tmp_path / "base", [0, 1, 2])
+    first = train(TrainConfig(config="tiny", epochs=1, steps_per_epoch=2, batch_size=2, device="cpu"),
+                  base, [], tmp_path / "first", progress=False)
+    before = load_checkpoint(first.last_checkpoint).state_dict
+    cfg = TrainConfig(init=str(first.last_checkpoint), epochs=1, steps_per_epoch=4, batch_size=4, lr=1e-3,
+                      device="cpu", freeze="norm,encoder,classifier")
+    after = load_checkpoint(train(cfg, write_phantoms(tmp_path / "new", [3]), [], tmp_path / "round",
+                                  progress=False).last_checkpoint).state_dict
+    frozen = [k for k in before if k.startswith(("encoder.", "classifier.")) or "running_" in k]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    moved = [k for k in before if k.startswith("seg_decoder.") and "running_" not in k
+             and before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert moved, "the segmentation decoder must still learn"
+    with pytest.raises(CovidMTLError, match="cannot freeze"):
+        train(TrainConfig(init=str(first.last_checkpoint), freeze="decoder", device="cpu", max_steps=1), base, [],
+              tmp_path / "bad", progress=False)

@@ -3,9 +3,10 @@
 MONAI Label's ``BasicTrainTask`` gives the request handling, output folders, train stats, early stopping and the
 multi-GPU (DDP) path; this class turns the request into the core's ``TrainConfig`` and fills MONAI Label's hooks
 with the core's network, fine-tune rule, data loaders, engines and checkpoint metadata. A plain request is one
-round of the annotation loop: it fine-tunes the served model with the core's ``ROUND`` defaults, replaying the
-admin's replay set (``--conf replay_manifest``) so the corrections do not make it forget; ``{"fine_tune": false}``
-trains a new model with the defaults of ``covid-mtl train`` (``TrainConfig()``), so both train alike. Multi-GPU (``{"multi_gpu": true}``: MONAI
+round of the annotation loop: it fine-tunes the round base (``round_base``: the served model before the first round)
+on all the corrections with the core's ``ROUND`` defaults, replaying the admin's replay set (``--conf
+replay_manifest``) so the corrections do not make it forget; ``{"fine_tune": false}`` trains a new model with the
+defaults of ``covid-mtl train`` (``TrainConfig()``), so both train alike. Multi-GPU (``{"multi_gpu": true}``: MONAI
 Label starts one process per GPU, joins them and wraps the network in DDP) trains as ``covid-mtl train`` under
 torchrun: each process its share of every step's draws (``train_batch_size`` is per GPU), training numbers gathered
 from all of them, rank 0's stop decision binding all (``covid_mtl.train.distributed``); every rank validates. The
@@ -22,8 +23,10 @@ import torch
 from ignite.engine import Events
 from lib.monailabel_compat import Context, EngineTrainTask
 from lib.trainers.datalist import datastore_records
+from lib.trainers.round_base import BASE_NAME, MADE_FROM, file_digest, round_base
 from monai.handlers import StatsHandler, ValidationHandler
 
+from covid_mtl.errors import CovidMTLError
 from covid_mtl.nets.checkpoint import save_checkpoint
 from covid_mtl.train.decision import validated_decision
 from covid_mtl.train.distributed import stop_with_rank0
@@ -71,12 +74,13 @@ class CovidMTLTrain(EngineTrainTask):
         self.replay = replay
         super().__init__(
             model_dir,
-            description="Fine-tunes the served model on the corrections (one round of the annotation loop; "
-                        "recon + seg + cls, partial labels), replaying the server's replay set when it has one",
+            description="One round of the annotation loop: fine-tunes the round base (the served model before the "
+                        "first round) on all corrections, replaying the server's replay set when it has one",
             config={
                 # a plain request is a round of the annotation loop; {"fine_tune": false} trains anew with
                 # DEFAULTS (see __call__)
                 **request_defaults(ROUND),
+                "round_from": "base",
                 "replay": bool(replay),
                 "fine_tune": True,
                 "model_config": model_config,
@@ -116,7 +120,13 @@ class CovidMTLTrain(EngineTrainTask):
     def _init_path(self, context: Context) -> Optional[str]:
         if not _flag(context.request.get("fine_tune", True)):
             return None
-        return next((p for p in self.init_paths if p and os.path.isfile(p)), None)
+        served = next((p for p in self.init_paths if p and os.path.isfile(p)), None)
+        round_from = str(context.request.get("round_from") or "base")
+        if round_from not in ("base", "served"):
+            raise CovidMTLError(f"round_from must be 'base' or 'served', not {round_from!r}")
+        if served is None or round_from == "served":
+            return served
+        return round_base(served, os.path.dirname(self.published_path))
 
     # ----- MONAI Label's hooks --------------------------------------------------------------------------------------
     def pre_process(self, request: Dict[str, Any], datastore: Datastore) -> list:
@@ -202,6 +212,8 @@ class CovidMTLTrain(EngineTrainTask):
                 decision = validated_decision(loaders.counts["trained_classes"], val_stats)
         settings = {**run_settings(cfg, network, loaders.counts, getattr(context, "covid_mtl_init", {})),
                     "run_id": context.run_id}
+        if cfg.init and os.path.basename(cfg.init) == BASE_NAME:
+            settings[MADE_FROM] = file_digest(cfg.init)  # the next round starts from the same base
         meta = checkpoint_meta("monailabel", context.trainer.state.epoch, context.trainer.state.iteration, metrics,
                                settings, decision)
         save_checkpoint(self.published_path, network, meta=meta)
