@@ -21,8 +21,8 @@ from lib.monailabel_compat import in_task_subprocess
 from lib.trainers.covid_mtl import CovidMTLTrain
 
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.train.engine import TrainConfig, replay_records
 from covid_mtl.nets.packaged import packaged_model_path
+from covid_mtl.train.engine import TrainConfig, replay_records
 from monailabel.interfaces.config import TaskConfig
 from monailabel.utils.others.generic import strtobool
 
