@@ -192,7 +192,9 @@ def _app_with_model(dest: Path, model: Path) -> Path:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]  # as the server's model version names it
+    from covid_mtl.nets.checkpoint import checkpoint_digest
+
+    return checkpoint_digest(path)[:12]  # as the server's model version names it
 
 
 def _f(value: float | None) -> str:
@@ -200,6 +202,16 @@ def _f(value: float | None) -> str:
 
 
 # ----- the two set-ups -----------------------------------------------------------------------------------------
+def medseg_pool(rows: list[Any]) -> list[Any]:
+    """The loop's pool: the MedSeg slices the project's split puts in training."""
+    return [r for r in rows if r.source == "medseg" and r.split == "train"]
+
+
+def medseg_validation(rows: list[Any]) -> list[Any]:
+    """The fixed validation set: MedSeg's validation slices (Dice) and COVID-CT's (AUC)."""
+    return [r for r in rows if r.split == "val" and r.source in ("medseg", "covid_ct")]
+
+
 def medseg_setup(data: Path, out: Path, start_model: Path | None) -> Setup:
     """The real pool and validation set by the project's one split (``covid-mtl prepare-data``)."""
     from covid_mtl.io import read_image, read_mask
@@ -227,16 +239,14 @@ def medseg_setup(data: Path, out: Path, start_model: Path | None) -> Setup:
     corrections = out / "corrections"
     corrections.mkdir(parents=True, exist_ok=True)
     pool = []
-    for row in rows:
-        if row.source != "medseg" or row.split != "train":
-            continue
+    for row in medseg_pool(rows):
         case_id = f"medseg_{Path(row.image).stem}"
         correction = corrections / f"{case_id}.nii.gz"
         if not correction.is_file():
             image = read_image(row.image)
             write_mask(read_mask(row.mask, image), image, correction)
         pool.append(Case(case_id, Path(row.image), correction, row.label))
-    validation = [r for r in rows if r.split == "val" and r.source in ("medseg", "covid_ct")]
+    validation = medseg_validation(rows)
     return Setup(pool, validation, start, replay, [4, 8, 16, 32], data=f"MedSeg slices ({data.name})")
 
 
@@ -247,10 +257,7 @@ def phantom_setup(out: Path) -> Setup:
     from covid_mtl.io.manifest import read_manifest
     from covid_mtl.io.write import write_mask
     from covid_mtl.nets.checkpoint import save_checkpoint
-    from covid_mtl.nets.config import get_config
-    from covid_mtl.nets.factory import build_model
-    from covid_mtl.nets.config import parse_tasks
-    import torch
+    from covid_mtl.train.engine import TrainConfig, build_training_model
 
     shape = (12, 96, 96)
     pool_manifest = write_sample_data(out / "pool", n_per_class=1, seed=11, shape=shape, n_labelled=1,
@@ -269,9 +276,7 @@ def phantom_setup(out: Path) -> Setup:
         write_mask(read_mask(row.mask, image), image, correction)
         pool.append(Case(case_id, Path(row.image), correction, row.label))
     validation = [r for r in read_manifest(val_manifest) if not Path(r.image).is_dir()]
-    torch.manual_seed(0)
-    config = get_config("tiny")
-    start = save_checkpoint(out / "start.pt", build_model(config, parse_tasks(None, config)))
+    start = save_checkpoint(out / "start.pt", build_training_model(TrainConfig(config="tiny", seed=0))[0])
     return Setup(pool, validation, start, ROOT / "sample_data" / "manifest.csv", [2, 3], data="phantoms",
                  train_request={"steps_per_epoch": 4, "train_batch_size": 2, "replay_images": 4})
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from bench.annotation_loop import score
+from bench.annotation_loop import medseg_pool, medseg_validation, score
 from bench.common import OUT
 
 
@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if not start.is_file():
         raise SystemExit(f"bench.loop_steps: no start model at {start}: run python -m bench.annotation_loop first")
     rows = read_manifest(manifest)
-    pool = [r for r in rows if r.source == "medseg" and r.split == "train"]
-    validation = [r for r in rows if r.split == "val" and r.source in ("medseg", "covid_ct")]
+    pool, validation = medseg_pool(rows), medseg_validation(rows)
     records = [{"image": r.image, "mask": r.mask if i < args.corrections else None,
                 "label": r.label if i < args.corrections else None} for i, r in enumerate(pool)]
     cfg = replace(ROUND, init=str(start), steps_per_epoch=args.steps, lr=args.lr, freeze=args.freeze or None,

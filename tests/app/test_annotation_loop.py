@@ -79,7 +79,7 @@ def test_a_replay_set_that_cannot_be_trained_on_stops_the_server_at_start(tmp_pa
 def test_every_round_starts_from_the_round_base_until_another_model_is_served(tmp_path: Path) -> None:
     import torch
 
-    from covid_mtl.nets.checkpoint import save_checkpoint
+    from covid_mtl.nets.checkpoint import checkpoint_digest, save_checkpoint
     from covid_mtl.nets.config import get_config, parse_tasks
     from covid_mtl.nets.factory import build_model
     from tests.server import app_module
@@ -91,7 +91,7 @@ def test_every_round_starts_from_the_round_base_until_another_model_is_served(tm
     base = Path(rb.round_base(str(start), str(tmp_path)))
     assert base.name == rb.BASE_NAME and base.read_bytes() == start.read_bytes()
     # a round's model records its base: the next round starts from that base, not from the round's model
-    made = {rb.MADE_FROM: rb.file_digest(str(base))}
+    made = {rb.MADE_FROM: checkpoint_digest(base)}
     torch.manual_seed(1)
     save_checkpoint(start, build_model(config, parse_tasks(None, config)), meta={"train_settings": made})
     assert rb.round_base(str(start), str(tmp_path)) == str(base) and base.read_bytes() != start.read_bytes()

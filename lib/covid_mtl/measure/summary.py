@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..image import Image
+from ..nets.checkpoint import checkpoint_digest
 from .checks import warning
 from ..predict.predictor import Prediction, Predictor
 from .quantify import lesion_ml as lesion_volume_ml
@@ -21,12 +22,8 @@ def model_version(predictor: Predictor) -> str:
     if predictor.info.get("version"):
         return predictor.info["version"]
     path = predictor.info.get("checkpoint")
-    digest = hashlib.sha256()
-    if path and os.path.isfile(path):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    predictor.info["version"] = f"{predictor.config.name}-{digest.hexdigest()[:12]}"
+    digest = checkpoint_digest(path) if path and os.path.isfile(path) else hashlib.sha256().hexdigest()
+    predictor.info["version"] = f"{predictor.config.name}-{digest[:12]}"
     return predictor.info["version"]
 
 

@@ -10,6 +10,7 @@ same folder is written, flushed, fsynced and renamed over the target, so a crash
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))
     return path
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a checkpoint file, read in blocks: what model versions and round bases are named by."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -24,11 +24,11 @@ from monai.utils import set_determinism
 from torch.utils.data import Subset
 
 from ..errors import CovidMTLError
+from ..io.manifest import read_manifest
 from ..nets.checkpoint import load_checkpoint
 from ..nets.config import get_config, parse_tasks
 from ..nets.decision import Decision
 from ..nets.factory import build_model
-from ..io.manifest import read_manifest
 from ..nets.preprocessing import Preprocessing, of_model
 from .augment import eval_transforms, train_transforms
 from .decision import trained_classes

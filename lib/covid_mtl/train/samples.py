@@ -198,7 +198,7 @@ def draw_weights(samples: Sequence[dict], balance: bool, replay_share: float) ->
         if index.size:
             chosen = [samples[i] for i in index]
             weights[index] = share * (balance_weights(chosen) if balance else np.full(index.size, 1.0 / index.size))
-    return weights / weights.sum()
+    return weights  # each part sums to 1 and the shares to 1: nothing replayed gives balance_weights unchanged
 
 
 def train_sampler(dataset: Dataset, batch_size: int, steps_per_epoch: int | None, balance: bool,
@@ -206,10 +206,8 @@ def train_sampler(dataset: Dataset, batch_size: int, steps_per_epoch: int | None
     """What one training epoch draws: ``steps_per_epoch`` batches (None or 0: as many slices as the dataset
     has), with the class balance above or uniformly; replayed samples get ``replay_share`` of the draws."""
     draws = steps_per_epoch * batch_size if steps_per_epoch else len(dataset)
-    if any(s.get("replay") for s in dataset.data):
+    if balance or any(s.get("replay") for s in dataset.data):
         return WeightedRandomSampler(draw_weights(dataset.data, balance, replay_share), draws, generator=generator)
-    if balance:
-        return WeightedRandomSampler(balance_weights(dataset.data), draws, generator=generator)
     return RandomSampler(dataset, num_samples=draws, generator=generator)
 
 

@@ -62,7 +62,7 @@ def train_mode(model: nn.Module) -> None:
     """Training mode, except what ``engine.freeze_parts`` froze in a fine-tuned model: frozen parts, and with
     ``frozen_norm`` every batch-norm layer, stay in evaluation mode and keep the statistics the model learnt on its
     whole training set, which a round on a handful of corrections would otherwise overwrite (measured: that
-    alone, with no weight moving, cost 0.03 validation Dice; ``bench.annotation_loop``)."""
+    alone, with no weight moving, cost 0.035 validation Dice; ``bench.loop_steps``)."""
     model.train()
     inner = getattr(model, "module", model)  # DDP wraps the network
     for part in getattr(inner, "frozen_modules", ()):

@@ -23,11 +23,11 @@ import torch
 from ignite.engine import Events
 from lib.monailabel_compat import Context, EngineTrainTask
 from lib.trainers.datalist import datastore_records
-from lib.trainers.round_base import BASE_NAME, MADE_FROM, file_digest, round_base
+from lib.trainers.round_base import BASE_NAME, MADE_FROM, round_base
 from monai.handlers import StatsHandler, ValidationHandler
 
 from covid_mtl.errors import CovidMTLError
-from covid_mtl.nets.checkpoint import save_checkpoint
+from covid_mtl.nets.checkpoint import checkpoint_digest, save_checkpoint
 from covid_mtl.train.decision import validated_decision
 from covid_mtl.train.distributed import stop_with_rank0
 from covid_mtl.train.engine import (ROUND, TrainConfig, build_evaluator, build_optimizer, build_trainer,
@@ -213,7 +213,7 @@ class CovidMTLTrain(EngineTrainTask):
         settings = {**run_settings(cfg, network, loaders.counts, getattr(context, "covid_mtl_init", {})),
                     "run_id": context.run_id}
         if cfg.init and os.path.basename(cfg.init) == BASE_NAME:
-            settings[MADE_FROM] = file_digest(cfg.init)  # the next round starts from the same base
+            settings[MADE_FROM] = checkpoint_digest(cfg.init)  # the next round starts from the same base
         meta = checkpoint_meta("monailabel", context.trainer.state.epoch, context.trainer.state.iteration, metrics,
                                settings, decision)
         save_checkpoint(self.published_path, network, meta=meta)

@@ -11,12 +11,11 @@ scratch) becomes the new base at the next round. ``{"round_from": "served"}`` fi
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
 
-from covid_mtl.nets.checkpoint import load_checkpoint
+from covid_mtl.atomic import atomic_write
+from covid_mtl.nets.checkpoint import checkpoint_digest, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -25,23 +24,13 @@ MADE_FROM = "round_base"
 """Key in a published checkpoint's ``train_settings``: the SHA-256 of the base the round started from."""
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def round_base(served: str, model_dir: str) -> str:
     """The base a round fine-tunes: the kept copy if ``served`` was made from it, else ``served`` copied (atomically)
     into place as the new base."""
     base = os.path.join(model_dir, BASE_NAME)
     made_from = (load_checkpoint(served).meta.get("train_settings") or {}).get(MADE_FROM)
-    if made_from and os.path.isfile(base) and file_digest(base) == made_from:
+    if made_from and os.path.isfile(base) and checkpoint_digest(base) == made_from:
         return base
-    staging = f"{base}.{os.getpid()}.tmp"
-    shutil.copyfile(served, staging)
-    os.replace(staging, base)
+    atomic_write(base, source=served)
     logger.info(f"covid_mtl: {served} is the new round base")
     return base
