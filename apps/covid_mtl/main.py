@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Dict
 
-from lib import datastore_pacs, endpoint_hooks, http_guard, monailabel_compat
+from lib import datastore_pacs, dicomweb_proxy, endpoint_hooks, http_guard, monailabel_compat
 from lib.activelearning.random_order import RandomOrder
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.configs.covid_mtl import CovidMTLConfig
@@ -58,6 +58,10 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
         if fastapi_app is not None:  # the server process; task subprocesses have no HTTP app
             http_guard.install(fastapi_app, self.settings)
             endpoint_hooks.install()
+            exposed = dicomweb_proxy.exposure_warning(studies, monailabel_compat.auth_enabled(),
+                                                      monailabel_compat.served_host())
+            if exposed:
+                logger.warning(f"covid-mtl: {exposed}")
         self.model_dir = os.path.join(app_dir, "model")
         self.task_config = CovidMTLConfig()
         self.task_config.init("covid_mtl", self.model_dir, conf, None)

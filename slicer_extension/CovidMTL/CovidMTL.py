@@ -36,6 +36,7 @@ except ImportError:
     ScriptedLoadableModule = ScriptedLoadableModuleWidget = ScriptedLoadableModuleTest = _NoApplication
 
 SETTINGS_KEY = "CovidMTL/ServerURL"  # the last URL used: the server URL of a new scene's parameter node
+USER_KEY = "CovidMTL/UserName"  # the last user name that logged in (never the password or the token)
 TRAIN_POLL_MS = 5000
 
 
@@ -199,10 +200,24 @@ class CovidMTLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- slots --------------------------------------------------------------------------------------------------
     def onConnect(self) -> None:
         self.useServerUrl()
-        info = self.run("Connecting", self.logic.connect)
+        info = self.run("Connecting", lambda: self.logic.connect(self.askCredentials))
         if info is not None:
             self.ui.serverInfoLabel.text = self.logic.describe_server(info)
             self.onProgress("Connected", 100)
+
+    def askCredentials(self) -> Optional[tuple[str, str]]:
+        """User name and password for a server with authentication on, asked in dialogs: they go to the logic's
+        client (memory) and nowhere else; only the user name is remembered in Slicer's settings."""
+        user, ok = qt.QInputDialog.getText(slicer.util.mainWindow(), "covid-mtl login", "User name:",
+                                           qt.QLineEdit.Normal, qt.QSettings().value(USER_KEY, ""))
+        if not ok or not user:
+            return None
+        password, ok = qt.QInputDialog.getText(slicer.util.mainWindow(), "covid-mtl login",
+                                               f"Password of {user}:", qt.QLineEdit.Password, "")
+        if not ok or not password:
+            return None
+        qt.QSettings().setValue(USER_KEY, user)
+        return user, password
 
     def onClassify(self) -> None:
         self.useServerUrl()

@@ -1,33 +1,26 @@
 """Security properties of the served app, over real HTTP with MONAI Label's authentication switched on.
 
-The OpenID Connect realm is a thread on a loopback port that serves a freshly generated RSA public key the way
-Keycloak does (``{"public_key": ...}``); tokens are signed in the test with the private key.
+The OpenID Connect realm is ``tests.realm``: a thread on a loopback port that serves a freshly generated RSA public
+key the way Keycloak does (``{"public_key": ...}``); tokens are signed in the test with the private key.
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
-import jwt
 import pytest
 import requests
 import torch
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from covid_mtl.nets.checkpoint import load_checkpoint
 from covid_mtl.errors import CovidMTLError
+from tests.realm import ADMIN, ANNOTATOR, USER, Realm, bearer, realm  # noqa: F401 (realm: the fixture)
 from tests.server import ROOT, Server, copy_studies, quiet_env, running_server
 
 TIMEOUT = 120
-ADMIN, ANNOTATOR, USER = "monailabel-admin", "monailabel-annotator", "monailabel-user"
 
 
 class Payload:
@@ -64,45 +57,6 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path: Path) -> N
 
 
 # ----- a server with authentication on ------------------------------------------------------------------------------
-class Realm:
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        der = self.key.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-        body = json.dumps({"realm": "covid", "public_key": base64.b64encode(der).decode()}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}/realms/covid"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def token(self, *roles: str, key=None, algorithm: str = "RS256", expires_in: int = 3600) -> str:
-        claims = {"preferred_username": "radiologist", "exp": int(time.time()) + expires_in,
-                  "realm_access": {"roles": list(roles)}}
-        return jwt.encode(claims, key if key is not None else self.key, algorithm=algorithm)
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(scope="module")
-def realm() -> Iterator[Realm]:
-    realm = Realm()
-    yield realm
-    realm.httpd.shutdown()
-
-
 @pytest.fixture(scope="module")
 def server(realm: Realm, tmp_path_factory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("security")

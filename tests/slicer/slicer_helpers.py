@@ -74,6 +74,10 @@ class RecordedServer:
     grid). Everything on the Slicer side stays real MRML; the real server's replies are test_slicer_logic.py's."""
 
     url = "http://recorded.invalid"
+    logged_in = False
+
+    def auth_required(self) -> bool:
+        return False
 
     def __init__(self, reply: dict, mask_zyx: np.ndarray, ijk_to_ras: np.ndarray, info: Optional[dict] = None):
         self.reply = reply

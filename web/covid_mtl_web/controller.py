@@ -26,6 +26,7 @@ TRAIN_POLL_S = 3.0
 def initial_state(server_url: str) -> dict[str, Any]:
     return {
         "server_url": server_url, "connected": False, "server_text": "Not connected",
+        "username": "", "password": "",  # only for a server with authentication on; the password is cleared at once
         "cases": [], "case_id": None, "local_path": "", "volume_name": "",
         "busy": False, "status": "Connect to a covid-mtl server", "error": "",
         "prediction": "", "probabilities": [], "result_text": "", "has_result": False,
@@ -76,9 +77,13 @@ class ReviewController:
 
     # -- server -------------------------------------------------------------------------------------------------
     async def connect(self) -> None:
+        username, password = self.state.username, self.state.password
+        with self.state:
+            self.state.password = ""  # the login happens once; the token stays in the logic's client, in memory
+
         def call():
             self.logic.set_server_url(self.state.server_url)
-            info = self.logic.connect()
+            info = self.logic.connect(lambda: (username, password) if username and password else None)
             return info, cases.datastore_images(self.logic)
 
         reply = await self.run("Connecting", call)

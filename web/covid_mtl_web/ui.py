@@ -42,6 +42,13 @@ def build(server: Server, viewer: Viewer, controller: ReviewController) -> Singl
             with _section("Server"), v3.VCardText(classes="py-1"):
                 v3.VTextField(v_model=("server_url",), label="covid-mtl server", density="compact",
                               hide_details=True, disabled=idle, raw_attrs=tid("server-url"))
+                with html.Div(classes="d-flex mt-2"):
+                    v3.VTextField(v_model=("username",), label="user (if the server asks)", density="compact",
+                                  hide_details=True, disabled=idle, classes="mr-2", autocomplete="username",
+                                  raw_attrs=tid("username"))
+                    v3.VTextField(v_model=("password",), label="password", type="password", density="compact",
+                                  hide_details=True, disabled=idle, autocomplete="current-password",
+                                  raw_attrs=tid("password"))
                 v3.VBtn("Connect", click=c.connect, disabled=idle, block=True, classes="my-2", raw_attrs=tid("connect"))
                 html.Pre("{{ server_text }}", classes="text-caption", style="white-space: pre-wrap")
             with _section("Case"), v3.VCardText(classes="py-1"):

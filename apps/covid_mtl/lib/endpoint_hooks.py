@@ -6,15 +6,21 @@ name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every la
 - infer and batch infer never write the ``final`` label tag (403);
 - an image upload without ``?image=`` gets the whole file stem as its id, and ``{"replace": true}`` is reported
   back with the labels it deleted;
-- a refused upload is named after the user's file, and a full disk is a 507 (``lib.http_errors``).
+- a refused upload is named after the user's file, and a full disk is a 507 (``lib.http_errors``);
+- the DICOMweb proxy forwards only checked viewer reads, through the server's own PACS client
+  (``lib.dicomweb_proxy.forward`` replaces MONAI Label's ``proxy_dicom``);
+- the bundled OHIF gets this app's configuration (``apps/covid_mtl/ohif/app-config.js``: no DICOM upload, no
+  reject), not MONAI Label's.
 """
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import os
 from typing import Any, Callable, Optional
 
+from lib import dicomweb_proxy
 from lib.datastore import REPLACE_KEY, base_name, id_from_filename
 from lib.errors import BadRequest
 from lib.http_errors import classify, is_server_fault, to_http
@@ -110,6 +116,20 @@ def _session_hook(original: Callable) -> Callable:
     return create_session
 
 
+OHIF_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ohif", "app-config.js")
+
+
+def _ohif_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def get_ohif(path: str):
+        if path.strip("/") == "app-config.js":
+            from fastapi.responses import FileResponse
+
+            return FileResponse(OHIF_CONFIG, media_type="application/javascript")
+        return original(path)
+    return get_ohif
+
+
 def install() -> None:
     """Idempotent: the app may be created more than once in one process."""
     replace_endpoint_functions([
@@ -118,4 +138,5 @@ def install() -> None:
         ("datastore", "update_image_info", lambda f: _info_hook(f, 1)),
         ("datastore", "update_label_info", lambda f: _info_hook(f, 2)),
         ("batch_infer", "run", _batch_hook), ("session", "create_session", _session_hook),
+        ("proxy", "proxy_dicom", lambda original: dicomweb_proxy.forward), ("ohif", "get_ohif", _ohif_hook),
     ])

@@ -30,6 +30,14 @@ class NoImageGiven(BadRequest):
                          "existing session (PUT /session/)")
 
 
+# ----- 401 ----------------------------------------------------------------------------------------------------------
+class LoginRefused(AppError):
+    """The identity provider refused a user name and password (``POST /auth/token``)."""
+
+    def __init__(self) -> None:
+        super().__init__("login refused: the identity provider did not accept this user name and password")
+
+
 # ----- 403 / 421: refused by policy -----------------------------------------------------------------------------------
 class Refused(AppError):
     """Not allowed on this server, whoever asks (e.g. inference writing the ``final`` tag, model uploads)."""

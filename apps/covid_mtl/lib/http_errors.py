@@ -6,6 +6,7 @@ status number appears anywhere else in the app.
 | error | status |
 |---|---|
 | ``lib.errors.BadRequest`` (malformed params, ids, tags; no image named), ``json.JSONDecodeError`` | 400 |
+| ``lib.errors.LoginRefused`` (wrong user name or password at ``/auth/token``) | 401 |
 | ``lib.errors.Refused`` (e.g. inference writing ``final``, model uploads, cross-site requests) | 403 |
 | ``lib.errors.NotFound`` (unknown image, label, model, strategy) | 404 |
 | ``lib.errors.AlreadyExists`` | 409 |
@@ -39,6 +40,7 @@ NO_SPACE = "no space left on the server; ask its administrator to free disk spac
 # First match wins: subclasses before their bases (ModelFileError is a CovidMTLError).
 STATUSES: tuple[tuple[type, int], ...] = (
     (errors.BadRequest, 400),
+    (errors.LoginRefused, 401),
     (errors.Refused, 403),
     (errors.NotFound, 404),
     (errors.AlreadyExists, 409),

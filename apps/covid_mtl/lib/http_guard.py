@@ -10,6 +10,8 @@
 - JSON 4xx instead of MONAI Label's bare 500 for bad input (unknown ids, malformed ``params``, unreadable files),
   with server folders stripped from the message; the status of each error comes from ``lib.http_errors``.
 - JWT validation that works (``monailabel_compat.pin_jwt_algorithms``).
+- MONAI Label's DICOMweb proxy (``/proxy/...``) passes a viewer's reads only (``lib.dicomweb_proxy``): everything
+  else is refused and logged here, before MONAI Label routes it or reads its body.
 """
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ import json
 import logging
 import re
 from typing import Iterable, Optional
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from fastapi.responses import JSONResponse
-from lib import monailabel_compat
+from lib import dicomweb_proxy, monailabel_compat
 from lib.errors import AppError, BadRequest, HostNotServed, Refused, TooLarge
 from lib.http_errors import NO_SPACE_STATUS, classify, is_server_fault, to_http
 from lib.settings import AppSettings
@@ -96,6 +98,13 @@ def refusal(scope, headers: dict[str, str], settings: AppSettings, origins: Iter
     bad_session = _bad_session_id(scope)
     if bad_session is not None:  # MONAI Label joins it to its session folder: DELETE /session/%2E%2E = rmtree(..)
         return BadRequest(f"invalid session id {bad_session!r}")
+    if dicomweb_proxy.under_proxy(path):
+        raw_path = (scope.get("raw_path") or quote(path).encode()).decode("latin-1")
+        refused = dicomweb_proxy.refusal(method, raw_path, scope.get("query_string", b"").decode("latin-1"))
+        if refused is not None:
+            client = (scope.get("client") or ("?",))[0]
+            logger.warning(f"DICOMweb proxy refused {method} {raw_path[:300]!r} from {client}: {refused}")
+            return refused
     if method == "POST" and path.rstrip("/") == "/reload":  # re-creates the app, and has no role check at all
         return Refused("/reload is disabled on this server")
     if method in ("PUT", "DELETE") and path.startswith("/model/"):

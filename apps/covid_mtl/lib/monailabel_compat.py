@@ -9,7 +9,11 @@ and so may change in any MONAI Label release:
 - the FastAPI app's middleware stack, rebuilt with the guard and exception handlers after MONAI Label built it, and
   its CORS middleware narrowed (``install_http_layer``);
 - the ``jwt`` module inside MONAI Label's auth, pinned to the server's algorithms (``pin_jwt_algorithms``);
-- MONAI Label's error texts and exception types, turned into this app's typed errors (``translate``);
+- MONAI Label's error texts and exception types, turned into this app's typed errors (``translate``), the refused
+  password its ``/auth/token`` lets escape included;
+- the address ``start_server`` binds (``served_host``, from its command line) and whether its auth is on;
+- the DICOMweb proxy's forwarding function and the bundled OHIF's file lookup, replaced through
+  ``replace_endpoint_functions`` (``lib.endpoint_hooks``);
 - ``LocalDatastore``'s private state and hooks (``LocalDatastoreBase``) and its pydantic datastore model;
 - ``BasicTrainTask``'s private engine factories and checkpoint loader (``EngineTrainTask``);
 - the app's task tables and the task subprocess's entry point (``task_names``, ``in_task_subprocess``).
@@ -21,9 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from http import HTTPStatus
 from typing import Any, Callable, Iterable, Optional, Tuple
 
-from lib.errors import AppError, BadRequest, NoImageGiven, NotFound
+from lib.errors import AppError, BadRequest, LoginRefused, NoImageGiven, NotFound
 
 import monailabel
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
@@ -33,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SUPPORTED_VERSIONS", "check_version", "UnsupportedMONAILabel", "server_fastapi_app", "app_instance",
            "in_task_subprocess", "MONAILabelAppCompat", "replace_endpoint_functions", "install_http_layer",
-           "pin_jwt_algorithms", "translate", "exception_types", "LocalDatastoreBase", "DataModel", "ImageLabelModel",
+           "pin_jwt_algorithms", "translate", "served_host", "auth_enabled",
+           "exception_types", "LocalDatastoreBase", "DataModel", "ImageLabelModel",
            "LocalDatastoreModel", "EngineTrainTask", "Context"]
 
 SUPPORTED_VERSIONS: Tuple[str, ...] = ("0.8.5",)
@@ -198,6 +204,8 @@ def translate(exc: BaseException) -> Optional[AppError]:
     from monailabel.interfaces.exception import (ImageNotFoundException, LabelNotFoundException, MONAILabelError,
                                                  MONAILabelException)
 
+    if _is_refused_login(exc):
+        return LoginRefused()
     if isinstance(exc, HTTPException) and exc.detail in _CLIENT_ERRORS_SENT_AS_500:
         return _CLIENT_ERRORS_SENT_AS_500[exc.detail]()
     if isinstance(exc, (ImageNotFoundException, LabelNotFoundException)):
@@ -205,6 +213,39 @@ def translate(exc: BaseException) -> Optional[AppError]:
     if isinstance(exc, MONAILabelException) and getattr(exc, "error", None) == MONAILabelError.INVALID_INPUT:
         return BadRequest(getattr(exc, "msg", str(exc)))
     return None
+
+
+def _is_refused_login(exc: BaseException) -> bool:
+    """MONAI Label's ``POST /auth/token`` lets the identity provider's refusal of a password escape as
+    ``requests.HTTPError`` (500)."""
+    import requests
+
+    response = getattr(exc, "response", None)
+    refused = (HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED)  # OAuth2's invalid_grant answers, as Keycloak sends
+    if not isinstance(exc, requests.HTTPError) or response is None or response.status_code not in refused:
+        return False
+    from monailabel.endpoints.user.auth import token_uri
+
+    try:
+        return response.url.split("?")[0] == token_uri()
+    except Exception:  # the realm's configuration unreadable: not a login refusal we can name
+        return False
+
+
+def served_host(argv: Optional[list[str]] = None) -> str:
+    """The address the server listens on: ``start_server --host`` (``-i``), MONAI Label's default ``0.0.0.0``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-i", "--host", default="0.0.0.0")
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return known.host
+
+
+def auth_enabled() -> bool:
+    from monailabel.config import settings
+
+    return bool(settings.MONAI_LABEL_AUTH_ENABLE)
 
 
 # ----- the local datastore --------------------------------------------------------------------------------------------

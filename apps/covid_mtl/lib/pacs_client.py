@@ -140,6 +140,24 @@ class PacsClient:
         except (StopIteration, ValueError, pydicom.errors.InvalidDicomError) as exc:
             raise PacsRefused(self.public_url, what, response.status_code, "no DICOM instance in the reply") from exc
 
+    def viewer_read(self, url: str, accept: Optional[str]) -> Tuple[int, str, bytes]:
+        """(status, content type, body) of a viewer's read that ``lib.dicomweb_proxy`` checked and built under this
+        PACS's root. The PACS's own answer is passed on, except that its refusal of this server's credentials is
+        this server's problem (502), never a login prompt for the viewer."""
+        if not url.startswith(self.url + "/"):
+            raise ValueError(f"{url!r} is not under the PACS root")
+        try:
+            response = self.session.get(url, headers={"Accept": accept} if accept else {}, timeout=self.timeouts,
+                                        allow_redirects=False)
+        except requests.Timeout as exc:
+            raise PacsUnreachable(self.public_url, f"no answer within {self.timeouts[1]:.0f} s to a viewer's read") \
+                from exc
+        except requests.ConnectionError as exc:
+            raise PacsUnreachable(self.public_url, "connection failed during a viewer's read") from exc
+        if response.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN) or response.is_redirect:
+            raise PacsRefused(self.public_url, "a viewer's read", response.status_code)
+        return response.status_code, response.headers.get("Content-Type", ""), response.content
+
     # ----- STOW-RS -------------------------------------------------------------------------------------------------
     def store(self, dataset, what: str) -> None:
         """Store one instance; a PACS that answers with a failure (HTTP error, or a FailedSOPSequence) raises."""

@@ -4,13 +4,15 @@ No Qt, no Slicer: it runs in Slicer's Python and in a plain interpreter (tests).
 CovidMTLLogicError whose text a radiologist can act on (server down, server said no and why), never a traceback.
 """
 from __future__ import annotations
-import os
 
+import base64
 import email.parser
 import email.policy
 import json
+import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -18,6 +20,7 @@ from typing import Any, Callable, Optional
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+RENEW_BEFORE_S = 30.0  # a token this close to its expiry is renewed before the next request
 
 
 class CovidMTLLogicError(Exception):
@@ -84,6 +87,17 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[-1][:200] if text else type(exc).__name__
 
 
+def token_expiry(token: str) -> Optional[float]:
+    """The ``exp`` claim (seconds since the epoch) of a JWT, read without checking its signature (the server
+    checks it; the client only needs to know when to renew); None when the token carries none."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _detail(response: requests.Response) -> str:
     """The server's own explanation: MONAI Label / FastAPI put it in {"detail": ...}."""
     try:
@@ -101,7 +115,12 @@ def _detail(response: requests.Response) -> str:
 
 class CovidMTLClient:
     """The endpoints of docs/CONTRACTS.md section HTTP. ``idle`` (optional) is called every ~50 ms while a request
-    is in flight; Slicer passes ``slicer.app.processEvents`` so the window repaints during a long inference."""
+    is in flight; Slicer passes ``slicer.app.processEvents`` so the window repaints during a long inference.
+
+    Login (a server with MONAI Label's authentication on): :meth:`login` exchanges a user name and password for a
+    token at ``/auth/token``. The token, and the password needed to renew it, live in this object only: never in
+    the scene, the parameter node, a file or a log line. The token is renewed shortly before it expires and once
+    more when the server answers 401."""
 
     def __init__(self, url: str = DEFAULT_URL, timeout: float = 600.0, idle: Optional[Callable[[], None]] = None,
                  token: Optional[str] = None):
@@ -110,15 +129,74 @@ class CovidMTLClient:
         self.timeout = timeout
         self.idle = idle
         self.session = requests.Session()
-        # A server with MONAI Label auth on wants a bearer token; the environment keeps it out of the scene file.
+        self._credentials: Optional[tuple[str, str]] = None  # kept only to renew the token
+        self._expires: Optional[float] = None
+        # A token given by the caller or the environment (scripts); the panels log in instead.
         token = token or os.environ.get("COVID_MTL_TOKEN")
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self._use_token(token)
+
+    def __repr__(self) -> str:  # never the token or the password
+        return f"CovidMTLClient({self.url!r}, logged_in={self.logged_in})"
+
+    # -- login ----------------------------------------------------------------------------------------------------
+    @property
+    def logged_in(self) -> bool:
+        return "Authorization" in self.session.headers
+
+    def auth_required(self) -> bool:
+        """Whether the server has MONAI Label's authentication on (``GET /auth/``, open to everyone)."""
+        response = self._send("GET", "/auth/", "authentication check", ok=(200, 404), timeout=min(self.timeout, 30))
+        return response.status_code == 200 and bool(self.json(response, "authentication check").get("enabled"))
+
+    def login(self, username: str, password: str) -> None:
+        """A token for ``username`` from the server's ``/auth/token`` (its identity provider checks the password)."""
+        if not username or not password:
+            raise CovidMTLLogicError("Enter a user name and a password to log in")
+        self._credentials = None
+        self.session.headers.pop("Authorization", None)
+        response = self._send("POST", "/auth/token", f"login of {username}", timeout=min(self.timeout, 60),
+                              data={"username": username, "password": password, "grant_type": "password"})
+        token = self.json(response, "login").get("access_token")
+        if not token:  # MONAI Label answers null when its authentication is off: nothing to send
+            return
+        self._use_token(str(token))
+        self._credentials = (username, password)
+
+    def logout(self) -> None:
+        self._credentials, self._expires = None, None
+        self.session.headers.pop("Authorization", None)
+
+    def _use_token(self, token: str) -> None:
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self._expires = token_expiry(token)
+
+    def _renew(self) -> bool:
+        if self._credentials is None:
+            return False
+        self.login(*self._credentials)
+        return True
 
     # -- transport --------------------------------------------------------------------------------------------
     def request(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,),
                 **kwargs: Any) -> requests.Response:
-        """One HTTP call; ``what`` names the action in error messages ("classification of image X")."""
+        """One HTTP call; ``what`` names the action in error messages ("classification of image X"). A token about
+        to expire is renewed first, and a 401 is retried once with a new one."""
+        if self._credentials is not None and self._expires is not None and time.time() > self._expires - RENEW_BEFORE_S:
+            self._renew()
+        response = self._send(method, path, what, ok + (401,), **kwargs)
+        if response.status_code == 401 and 401 not in ok and self._renew():
+            for _, handle, *_ in (kwargs.get("files") or {}).values():
+                handle.seek(0)  # an upload is sent again from its start
+            response = self._send(method, path, what, ok + (401,), **kwargs)
+        if response.status_code == 401 and 401 not in ok:
+            hint = ("log in again" if self._credentials else "log in with your user name and password (Connect)")
+            raise CovidMTLLogicError(f"The covid-mtl server refused the {what}: {_detail(response)} (HTTP 401): "
+                                     f"{hint}")
+        return response
+
+    def _send(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,),
+              **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         try:
             response = self._in_background(lambda: self.session.request(method, self.url + path, **kwargs))

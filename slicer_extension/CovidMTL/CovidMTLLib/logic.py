@@ -133,9 +133,21 @@ class CovidMTLLogic:
         self.idle = idle
         self.client.idle = idle
 
-    def connect(self) -> dict[str, Any]:
+    def login(self, username: str, password: str) -> None:
+        """Log in to a server with authentication on; the token stays in the client (memory), never the scene."""
+        self.client.login(username, password)
+
+    def connect(self, credentials: Optional[Callable[[], Optional[tuple[str, str]]]] = None) -> dict[str, Any]:
         """/info/ of the server, and what it serves (``self.served``); refuses a server without a classification
-        model."""
+        model. A server with authentication on needs a login first: ``credentials`` is asked for (user name,
+        password) when not logged in yet (the panel's dialog, the web page's fields); None or no answer is a
+        clear error."""
+        if not self.client.logged_in and self.client.auth_required():
+            given = credentials() if credentials is not None else None
+            if not given or not all(given):
+                raise CovidMTLLogicError(f"The covid-mtl server at {self.server_url} requires a login (MONAI Label "
+                                         f"authentication is on): enter your user name and password and Connect")
+            self.client.login(*given)
         info = self.client.info()
         self.served = ServedModel.from_info(info, self.server_url)
         self.server_info = info

@@ -1,0 +1,42 @@
+// covid-mtl's configuration of MONAI Label's bundled OHIF (served at /ohif/app-config.js instead of MONAI Label's).
+// Changed from MONAI Label 0.8.5's: no DICOM upload and no reject from the viewer. The server's DICOMweb proxy
+// passes a viewer's reads only (apps/covid_mtl/lib/dicomweb_proxy.py); writes into the PACS go through the
+// server's own client (correction SEGs). See docs/SECURITY.md.
+window.config = {
+  routerBasename: '/ohif/',
+  showStudyList: true,
+  extensions: [],
+  modes: [],
+  // below flag is for performance reasons, but it might not work for all servers
+
+  showWarningMessageForCrossOrigin: true,
+  showCPUFallbackMessage: true,
+  showLoadingIndicator: true,
+  strictZSpacingForVolumeViewport: true,
+  defaultDataSourceName: 'dicomweb',
+  useSharedArrayBuffer: 'FALSE',
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'dicomweb',
+      configuration: {
+        friendlyName: 'Orthanc Server',
+        name: 'Orthanc',
+        wadoUriRoot: '/proxy/dicom/wado',
+        qidoRoot: '/proxy/dicom/qido',
+        wadoRoot: '/proxy/dicom/wado',
+        qidoSupportsIncludeField: true,
+        supportsReject: false,
+        imageRendering: 'wadors',
+        thumbnailRendering: 'wadors',
+        enableStudyLazyLoad: false,
+        supportsFuzzyMatching: true,
+        supportsWildcard: true,
+        dicomUploadEnabled: false,
+        bulkDataURI: {
+          enabled: true,
+        },
+      },
+    },
+  ],
+};
