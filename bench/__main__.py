@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import archive, infer_volume, lungmask, pacs, throughput
+from bench import archive, infer_volume, lungmask, pacs, surroundings, throughput
 
 
 def main() -> int:
     throughput.main(["--quick"] if "--quick" in sys.argv else [])
     infer_volume.main(["--repeats", "2"] if "--quick" in sys.argv else [])
     lungmask.main(["--repeats", "1"] if "--quick" in sys.argv else [])
+    surroundings.main([])
     archive.main([])
     pacs.main(["--repeats", "1"] if "--quick" in sys.argv else ["--repeats", "2"])
     try:

@@ -15,8 +15,6 @@ Half-way between aerated lung (about -850) and soft tissue (about +40): the part
 against a slice-by-slice count (tests/lib/test_lungmask.py); the phantoms did not move (0.1 %)."""
 GAS_HU = -950.0
 """2D components whose median HU is below this are free gas (outside air, airways, bowel), not lung."""
-BODY_HU = -300.0
-"""Tissue threshold of the body, whose 2D outline holds the lungs and whose extent gives the midline."""
 MAX_GAS_FRACTION = 0.1
 """3D components with more than this fraction of voxels below ``GAS_HU`` are gas pockets, not lung."""
 MIN_COMPONENT_FRACTION = 0.05
@@ -24,39 +22,21 @@ MIN_COMPONENT_FRACTION = 0.05
 MIN_LUNG_ML = 0.5
 """Below this a component is never a lung (mL; voxel count x voxel volume)."""
 MIN_INSIDE_BODY = 0.5
-"""A 2D air component not touching the image border must have this share of its pixels inside the body's
-outline: the air in a table's core or in a mattress between table and back is enclosed, but not by the body."""
+"""A 2D air component must have this share of its pixels where the body surrounds them
+(``covid_mtl.lungs.body.Body.inside``): the air and foam of a couch, a mattress or a pallet lie under the back,
+outside it."""
 
 
-def body_slices(hu: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per slice the filled outline of the largest tissue piece (the body, without the table), and the x index
-    of the body's midline: median over slices of the centre of that piece's x extent.
-
-    The extent's centre rather than the tissue centroid, so a collapsed (dense) lung does not pull the midline.
-    """
-    body = np.zeros(hu.shape, bool)
-    centres = []
-    for z in range(hu.shape[0]):
-        labels, n = ndi.label(hu[z] > BODY_HU)
-        if n == 0:
-            continue
-        largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-        piece = labels == largest
-        xs = np.flatnonzero(piece.any(axis=0))
-        centres.append((xs[0] + xs[-1]) / 2.0)
-        body[z] = ndi.binary_fill_holes(piece)
-    midline = float(np.median(centres)) if centres else (hu.shape[2] - 1) / 2.0
-    return body, midline
-
-
-def candidates(hu: np.ndarray, body: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+def candidates(hu: np.ndarray, within: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Air voxels that can be lung: per-slice 2D air components that are not free gas and lie in the body.
 
     Dropped: components that are *gas-like* (more than half the voxels below ``GAS_HU``: outside air, -2048
     outside the field of view, trachea, main bronchi, bowel gas; aerated lung sits near -850 HU because of its
     tissue and blood), and components away from the image border with less than ``MIN_INSIDE_BODY`` of their
-    pixels inside the body's outline (table core, mattress). Border contact alone never drops a component: a
-    cropped chest has lungs running into the image border, and air around the body is gas-like anyway.
+    pixels ``within`` the body (``Body.inside``: couch, mattress and pallet lie outside it). A component touching
+    the border stays a candidate: a chest cropped to the mediastinum has lungs running into the border with no
+    chest wall around them. A couch wider than the field of view runs into the border too; in 3D it is told apart
+    by its constant cross-section (``lung_components``).
     ``exclude``: voxels that are never lung (the airways, ``covid_mtl.lungs.airways``), taken out with a one-pixel
     rim so the partial-volume wall of a bronchus no longer joins it to its lung.
     """
@@ -75,7 +55,7 @@ def candidates(hu: np.ndarray, body: np.ndarray, exclude: np.ndarray | None = No
         # "median below GAS_HU" == "more than half the voxels below it"; bincount is ~20x faster than ndi.median
         gas = np.bincount(flat, weights=gas_voxels[z].ravel(), minlength=n + 1)
         size = np.bincount(flat, minlength=n + 1)
-        inside = np.bincount(flat, weights=body[z].ravel(), minlength=n + 1)
+        inside = np.bincount(flat, weights=within[z].ravel(), minlength=n + 1)
         border = np.zeros(n + 1, bool)
         for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
             border[edge] = True
@@ -85,7 +65,7 @@ def candidates(hu: np.ndarray, body: np.ndarray, exclude: np.ndarray | None = No
     return keep
 
 
-def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None, gap_slices: int,
+def lung_components(hu: np.ndarray, within: np.ndarray, voxel_ml: float | None, gap_slices: int,
                     exclude: np.ndarray | None = None, superior_at_high_z: bool | None = True
                     ) -> tuple[np.ndarray, list[int]]:
     """3D components of the candidates and the ids that look like lung.
@@ -94,9 +74,9 @@ def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None, ga
     -950 HU; aerated lung rarely has more than a few percent there. The reference is the largest component
     with a lung-like gas fraction; emphysema (every component gas-rich) falls back to the largest one.
     A component lying under the lungs already chosen (``under_the_lungs``: stomach or colon gas below a dome of the
-    diaphragm) is not lung, however lung-like its air.
+    diaphragm) is not lung, however lung-like its air. Nor is one shaped like a couch (``couch_like``).
     """
-    air = candidates(hu, body, exclude)
+    air = candidates(hu, within, exclude)
     components, n = ndi.label(air)
     if n == 0:
         return components, []
@@ -105,6 +85,8 @@ def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None, ga
     sizes = np.bincount(ids, minlength=n + 1)[1:].astype(float)
     gas = np.bincount(ids, weights=hu.ravel()[where] < GAS_HU, minlength=n + 1)[1:] / np.maximum(sizes, 1)
     big = sizes * voxel_ml >= MIN_LUNG_ML if voxel_ml is not None else np.ones(n, bool)
+    big &= ~couch_like(components.ravel()[where], where // (hu.shape[1] * hu.shape[2]), n, hu.shape[0],
+                       within.ravel()[where])
     lung_like = big & (gas <= MAX_GAS_FRACTION)
     pool = lung_like if lung_like.any() else big
     if not pool.any():
@@ -114,6 +96,28 @@ def lung_components(hu: np.ndarray, body: np.ndarray, voxel_ml: float | None, ga
     keep = big & (sizes >= MIN_COMPONENT_FRACTION * sizes[ref]) & (gas <= gas_limit)
     chosen = _chain_in_z(components, keep, ref, gap_slices)
     return components, _not_under(components, chosen, ref + 1, sizes, superior_at_high_z)
+
+
+COUCH_SPAN = 0.9
+"""A couch runs through (nearly) the whole scan: at least this share of its slices ..."""
+COUCH_AREA_CV = 0.1
+"""... with a nearly constant cross-section: the spread of its per-slice area below this share of the mean. The
+lungs' area grows from apex to base several-fold, even in a scan cut to the lungs."""
+
+
+def couch_like(ids: np.ndarray, zs: np.ndarray, n: int, nz: int, within: np.ndarray) -> np.ndarray:
+    """Per 3D component (``ids`` 1..n of candidate voxels at slices ``zs``): air that lies mostly outside the body
+    (``within`` False), through at least ``COUCH_SPAN`` of the slices, with a nearly constant area."""
+    if nz < 5:
+        return np.zeros(n, bool)
+    area = np.bincount(ids.astype(np.int64) * nz + zs, minlength=(n + 1) * nz).reshape(n + 1, nz)[1:]
+    outside = np.bincount(ids, weights=~within, minlength=n + 1)[1:] / np.maximum(area.sum(axis=1), 1)
+    present = area > 0
+    span = present.sum(axis=1) / nz
+    mean = area.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    spread = np.sqrt((np.where(present, area - mean[:, None], 0.0) ** 2).sum(axis=1)
+                     / np.maximum(present.sum(axis=1), 1))
+    return (outside > 0.5) & (span >= COUCH_SPAN) & (spread <= COUCH_AREA_CV * mean)
 
 
 UNDER_SHARE = 0.5

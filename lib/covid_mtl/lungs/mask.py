@@ -7,9 +7,10 @@ Steps (each chosen so it also works on cropped volumes and single slices; code i
    count as air).
 2. Per axial slice, each 2D air component is dropped when it is *gas-like* (more than half its voxels below
    ``GAS_HU``: outside air, -2048 outside the field of view, the trachea, main bronchi, bowel gas; aerated
-   lung sits near -850 HU because of its tissue and blood), or when it lies outside the body's outline
-   without touching the image border (the air in the table's core or a mattress). Border contact alone is
-   deliberately not a criterion: a cropped chest has lungs running into the image border.
+   lung sits near -850 HU because of its tissue and blood), or when it lies outside the body (its orthogonal hull,
+   ``covid_mtl.lungs.body`` (``covid_mtl.lungs.body``: the patient without couch, mattress, pallet, covers or leads). Border contact
+   is not a criterion either way: a cropped chest has lungs running into the image border, and so does a couch
+   wider than the field of view.
 3. 3D connected components. Kept: those with a lung-like gas fraction (<= ``MAX_GAS_FRACTION`` of voxels
    below ``GAS_HU``; stomach/colon gas with partial volume passes step 2 but keeps a -1000 HU core), at least
    ``MIN_COMPONENT_FRACTION`` of the largest such component, and within ``Z_GAP_MM`` of the lungs' z range
@@ -37,7 +38,8 @@ from scipy import ndimage as ndi
 from ..errors import CovidMTLError
 from ..image import Image
 from .airways import find_airways
-from .candidates import AIR_HU, body_slices, lung_components
+from .body import find_body
+from .candidates import AIR_HU, lung_components
 from .shape import CLOSING_MM, LEFT_LUNG, LUNG_NAMES, RIGHT_LUNG, fill_enclosed, split_merged
 
 Z_GAP_MM = 20.0
@@ -159,11 +161,12 @@ def lung_mask(
     voxel_ml = float(np.prod(spacing)) / 1000.0 if spacing is not None else None
 
     gap = int(np.ceil(Z_GAP_MM / spacing[0])) if spacing is not None else 5
-    body, midline_x = body_slices(hu)
-    airway = find_airways((hu < AIR_HU) & body, spacing, midline_x)
+    body = find_body(hu, spacing)
+    midline_x = body.midline_x
+    airway = find_airways((hu < AIR_HU) & body.mask, spacing, midline_x)
     if airway.any():
         flags.append("airways_left_out")
-    components, keep = lung_components(hu, body, voxel_ml, gap, exclude=airway, superior_at_high_z=superior)
+    components, keep = lung_components(hu, body.inside, voxel_ml, gap, exclude=airway, superior_at_high_z=superior)
     del body
     labels = np.zeros(hu.shape, np.uint8)
     if not keep:
