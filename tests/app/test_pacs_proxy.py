@@ -249,3 +249,40 @@ def test_start_up_says_when_anyone_can_read_the_pacs() -> None:
     assert proxy.exposure_warning(pacs, False, compat.served_host(["start_server", "-i", "127.0.0.1"])) is None
     assert proxy.exposure_warning(pacs, True, "0.0.0.0") is None
     assert proxy.exposure_warning("/data/studies", False, "0.0.0.0") is None
+
+
+def test_jpeg2000_frames_pass_as_stored_and_the_pacs_never_transcodes(site: Site, real_ct: Path) -> None:
+    """lidc0001 is JPEG 2000. Orthanc without its GDCM plugin cannot transcode it (MONAI Label's proxy, which sends
+    no Accept, got 500 for every frame); with GDCM it crashed under a viewer's parallel frame requests. The proxy
+    asks for the frames as stored, whatever the viewer asked, and the viewer decodes them."""
+    files = dicom_files(real_ct / "full_chest" / "lidc0001")[40:48]
+    assert site.orthanc.upload(files) == len(files)
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert first.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    path = (f"/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}/instances/"
+            f"{{}}/frames/1")
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    before = pacs_state(site.orthanc)
+    direct = requests.get(site.orthanc.dicomweb + path.format(uids[0]), auth=site.orthanc.auth, timeout=TIMEOUT,
+                          headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    if not Path("/usr/share/orthanc/plugins/libOrthancGdcm.so").exists():
+        assert direct.status_code >= 400  # the trap: asked to transcode, this PACS cannot
+    asks = ['multipart/related; type="application/octet-stream"; transfer-syntax="*"',  # OHIF's default
+            'multipart/related; type="application/octet-stream"',  # "transcode to little endian", which fails
+            "*/*"]
+    for accept in asks:
+        reply = requests.get(f"{site.open_url}/proxy/dicom/wado" + path.format(uids[0]), headers={"Accept": accept},
+                             timeout=TIMEOUT)
+        assert reply.status_code == 200, (accept, reply.status_code, reply.text[:200])
+        assert b"1.2.840.10008.1.2.4.90" in reply.content[:400] or "1.2.840.10008.1.2.4.90" in \
+            reply.headers["content-type"]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def frame(uid: str) -> int:
+        return requests.get(f"{site.open_url}/proxy/dicom/wado" + path.format(uid),
+                            headers={"Accept": asks[0]}, timeout=TIMEOUT).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(frame, uids * 3)) == [200] * (3 * len(uids))  # a viewer's load, in parallel
+    after = pacs_state(site.orthanc)
+    assert after["alive"] and after["starts"] == before["starts"]

@@ -35,11 +35,16 @@ UID = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40}){0,40}")  # DICOM UIDs: digits an
 FRAMES = re.compile(r"[1-9][0-9]{0,5}(?:,[1-9][0-9]{0,5}){0,999}")
 BULK_KEY = re.compile(r"[0-9A-Fa-f]{8}|[0-9]{1,5}")  # tags (gggg eeee) and sequence item numbers
 LEVELS = ("studies", "series", "instances")
-VIEWS = ("metadata", "rendered", "thumbnail")
+VIEWS = ("metadata",)
+"""``rendered`` and ``thumbnail`` are not passed: they make the PACS decode (and Debian's Orthanc with GDCM crashes
+under a viewer's parallel decodes); OHIF renders its thumbnails itself from the frames."""
+STORED_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+STORED_INSTANCES = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 CONTROL = re.compile(r"[\x00-\x20\x7f\\]")  # control characters, spaces (CR LF: header injection), backslashes
 
+ACCEPT = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,511}")  # printable ASCII: no header injection
 WHAT_PASSES = ("the DICOMweb proxy passes a viewer's reads only: GET /proxy/dicom/qido/... or /proxy/dicom/wado/... "
-               "on studies, series, instances, metadata, frames, rendered and bulk data")
+               "on studies, series, instances, metadata, frames and bulk data")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,16 @@ class ViewerRead:
     @property
     def path(self) -> str:
         return "/" + "/".join(quote(s, safe="") for s in self.segments)
+
+    def accept(self, asked: str) -> Optional[str]:
+        """The Accept header the PACS gets: pixel data always as stored (``transfer-syntax=*``), so the PACS never
+        transcodes (an Orthanc without GDCM answers 500 for JPEG 2000, one with it crashed under a viewer's load);
+        the viewer decodes. Searches and metadata: what the viewer asked for, when it is printable ASCII."""
+        if "frames" in self.segments or "bulk" in self.segments:
+            return STORED_FRAMES
+        if self.segments[-1] == "metadata" or len(self.segments) % 2 == 1:  # metadata, or a search (an odd length)
+            return asked if ACCEPT.fullmatch(asked or "") else None
+        return STORED_INSTANCES
 
     def url(self, root: str) -> str:
         """The PACS URL of this read under the DICOMweb ``root`` (its path joined, never climbed out of)."""
@@ -90,7 +105,7 @@ def _check_step(text: str, original: str) -> None:
 
 def is_viewer_resource(segments: Tuple[str, ...]) -> bool:
     """QIDO-RS searches and WADO-RS retrievals: ``studies[/UID[/series[/UID[/instances[/UID]]]]]`` with a view
-    (metadata, rendered, thumbnail), frames or bulk data at the end; ``series`` and ``instances`` searches."""
+    (metadata), frames or bulk data at the end; ``series`` and ``instances`` searches."""
     if len(segments) == 1:
         return segments[0] in LEVELS
     for depth, level in enumerate(LEVELS):
@@ -108,8 +123,7 @@ def is_viewer_resource(segments: Tuple[str, ...]) -> bool:
             return True
         if level == "instances":
             if rest[0] == "frames":
-                return (len(rest) in (2, 3) and bool(FRAMES.fullmatch(rest[1]))
-                        and (len(rest) == 2 or rest[2] in VIEWS[1:]))
+                return len(rest) == 2 and bool(FRAMES.fullmatch(rest[1]))
             return rest[0] == "bulk" and 1 < len(rest) <= 9 and all(BULK_KEY.fullmatch(k) for k in rest[1:])
     return False
 
@@ -141,9 +155,6 @@ def viewer_read(method: str, raw_path: str, query: str = "") -> ViewerRead:
     return ViewerRead(segments, query)
 
 
-ACCEPT = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,511}")  # printable ASCII: no header injection
-
-
 async def forward(request, op: str, path: str):
     """Stands in for MONAI Label's ``proxy_dicom`` (``lib.endpoint_hooks`` puts it there): the checked read, sent
     by the server's own PACS client; the reply carries the PACS's status, body and content type and no other header
@@ -159,9 +170,8 @@ async def forward(request, op: str, path: str):
     client = getattr(app_instance().datastore(), "client", None)
     if not isinstance(client, PacsClient):
         raise NotFound("this server serves a folder of studies, not a PACS: its DICOMweb proxy forwards nothing")
-    accept = request.headers.get("accept", "")
     status, content_type, body = await run_in_threadpool(
-        client.viewer_read, read.url(client.url), accept if ACCEPT.fullmatch(accept) else None)
+        client.viewer_read, read.url(client.url), read.accept(request.headers.get("accept", "")))
     return Response(content=body, status_code=status, media_type=content_type or None)
 
 

@@ -1,0 +1,84 @@
+"""MONAI Label's bundled OHIF (``/ohif/``) on a PACS, through the server's DICOMweb proxy, in real Chromium.
+
+A real Orthanc (no GDCM plugin: it cannot transcode JPEG 2000) holds the uncompressed sample series and, when
+``../shared`` is there, lidc0003 (JPEG 2000) and ricord0082 (JPEG lossless); a real covid-mtl server serves it.
+OHIF opens each study: every frame request must answer 200 (before, each JPEG 2000 frame answered 500: MONAI Label's
+proxy let the PACS transcode), the viewport must show the CT, and Orthanc must still be up, never restarted.
+Screenshots go to ``out/ohif-test/``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from pacs.orthanc import dicom_files, running
+from tests.pacs_site import SAMPLE_SERIES, require_orthanc, server_env
+from tests.server import ROOT, free_port, running_server
+from tests.web.test_web_review import pytestmark  # noqa: F401 (skips without Chromium or Playwright)
+from tests.web.web_helpers import CHROMIUM, CHROMIUM_ARGS, rgb
+
+OUT = Path(os.environ.get("COVID_MTL_OHIF_TEST_OUT", ROOT / "out" / "ohif-test"))
+REAL = ROOT.parent / "shared" / "data" / "real_ct" / "full_chest"
+LOAD_TIMEOUT_S = 90
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    require_orthanc()
+    work = tmp_path_factory.mktemp("ohif")
+    series = {"sample (uncompressed)": dicom_files(SAMPLE_SERIES)}
+    for name in ("lidc0003", "ricord0082"):
+        if (REAL / name).is_dir():
+            series[f"{name} ({'JPEG 2000' if name.startswith('lidc') else 'JPEG lossless'})"] = dicom_files(REAL / name)
+    with running(work / "orthanc", free_port()) as orthanc:
+        for files in series.values():
+            assert orthanc.upload(files) == len(files)
+        with running_server(orthanc.dicomweb, work, env=server_env(work, *orthanc.auth, work / "cache")) as server:
+            yield orthanc, server, series
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="covid_mtl_ohif_") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1400, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def test_every_series_displays_with_no_failed_frame_and_the_pacs_stays_up(site, browser):
+    orthanc, server, series = site
+    starts = orthanc.log().count("Orthanc has started")
+    for name, files in series.items():
+        study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        page = browser.new_page()
+        replies = []
+        page.on("response", lambda r: replies.append((r.status, r.url)))
+        page.goto(f"{server.url}/ohif/viewer?StudyInstanceUIDs={study}")
+        frames = []
+        for _ in range(LOAD_TIMEOUT_S):
+            page.wait_for_timeout(1000)  # page events arrive only while Playwright waits
+            frames = [(status, url) for status, url in replies if "/frames/" in url]
+            if len(frames) >= len(files):
+                break
+        failed = [(status, url) for status, url in replies if "/proxy/" in url and status >= 400]
+        assert not failed, (name, failed[:5])
+        assert len(frames) >= len(files) and all(status == 200 for status, _ in frames), (name, len(frames))
+        shot = OUT / f"{name.split()[0]}.png"
+        page.screenshot(path=str(shot))
+        pixels = rgb(shot.read_bytes())
+        viewport = pixels[100:800, 400:1300]
+        assert (viewport.max(axis=2) > 120).mean() > 0.05, name  # the CT is drawn, not an empty viewport
+        page.close()
+    assert orthanc.process.poll() is None and orthanc.log().count("Orthanc has started") == starts
