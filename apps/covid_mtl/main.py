@@ -16,6 +16,7 @@ from lib.configs.covid_mtl import CovidMTLConfig
 from lib.datastore import ValidatingDatastore
 from lib.errors import UnknownTask
 from lib.infer_request import check_infer_image
+from lib.infers.covid_mtl import LESION_LABEL
 from lib.params import refuse_final_tag
 from lib.scoring.uncertainty import UncertaintyScoring
 from lib.sessions import ValidatingSessions
@@ -73,7 +74,7 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
             description="COVID-19 classification (the classes its model was trained on) and COVID lesion "
             "segmentation from chest CT (multi-task network after Amyar et al. 2020)",
             version=monailabel.__version__,
-            labels=["covid_lesion"],
+            labels=[LESION_LABEL],
         )
 
     def infer(self, request, datastore=None):

@@ -17,7 +17,7 @@ from CovidMTLLib.client import Part
 # GET /info/ of a covid-mtl server, as far as the module reads it (the real server's reply: test_slicer_logic.py).
 SERVER_INFO = {
     "name": "covid-mtl", "version": "0.8.5",
-    "models": {"covid_mtl": {"type": "segmentation", "labels": {"covid_lesion": 1},
+    "models": {"covid_mtl": {"type": "segmentation", "labels": {"COVID-19 lesion": 1},
                              "classes": ["covid", "normal", "other"],
                              "correction_classes": ["covid", "normal", "other", "non-covid"],
                              "window": {"width": 1500.0, "level": -600.0}}},

@@ -82,3 +82,51 @@ def test_every_series_displays_with_no_failed_frame_and_the_pacs_stays_up(site, 
         assert (viewport.max(axis=2) > 120).mean() > 0.05, name  # the CT is drawn, not an empty viewport
         page.close()
     assert orthanc.process.poll() is None and orthanc.log().count("Orthanc has started") == starts
+
+
+def coloured(pixels: np.ndarray) -> np.ndarray:
+    """Pixels of a segment overlay, warmer than grey (the CT is grey, OHIF's chrome blue; the lesion segment is
+    blended over the CT as about (200, 188, 163))."""
+    p = pixels.astype(int)
+    return p[..., 0] - p[..., 2] > 20
+
+
+def test_run_in_the_monai_label_panel_shows_the_lesion_overlay(site, browser):
+    """OHIF's MONAI Label mode: connect the panel to this server, Run covid_mtl on the sample series (a COVID-19
+    phantom). Its panel asks for raw NRRD (``result_extension=.nrrd``) and copies the bytes into its labelmap: the
+    "COVID-19 lesion" overlay appears over the CT, in the lungs."""
+    orthanc, server, series = site
+    study = str(pydicom.dcmread(series["sample (uncompressed)"][0], stop_before_pixels=True).StudyInstanceUID)
+    page = browser.new_page()
+    infers = []
+    page.on("response", lambda r: infers.append(r.status) if "/infer/covid_mtl" in r.url else None)
+    page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study}")
+    page.get_by_text("Confirm and Hide").click()
+    address = page.locator("#monailabelServerURL")  # the panel defaults to port 8000 on this host
+    address.fill(server.url + "/")
+    address.locator("xpath=ancestor::tr[1]//button").first.click()
+    page.get_by_role("button", name="Run").first.wait_for()
+    assert page.get_by_text("COVID-19 lesion").count() >= 1  # the segment as /info/ names it
+    page.wait_for_timeout(2000)
+    before = rgb(page.screenshot())
+    page.get_by_role("button", name="Run").first.click()
+    for _ in range(60):
+        page.wait_for_timeout(1000)
+        if infers:
+            break
+    page.wait_for_timeout(3000)
+    after_png = page.screenshot(path=str(OUT / "monai_label_run.png"))
+    after = rgb(after_png)
+    assert infers == [200]
+    views = np.zeros(after.shape[:2], bool)
+    views[60:880, 290:1110] = True  # the three viewports, left of the panel
+    new = coloured(after) & ~coloured(before) & views
+    assert new.sum() > 30, new.sum()
+    grey = after.max(axis=2) - after.min(axis=2) < 4
+    lung = grey & (after[..., 0] > 50) & (after[..., 0] < 110) & views  # lung in W1500/L-600; the background is black
+    for left, right in ((290, 560), (565, 835), (840, 1110)):  # each viewport: overlay within its lungs' box
+        ys, xs = np.nonzero(lung[:, left:right])
+        box = np.zeros_like(new)
+        box[ys.min() - 8:ys.max() + 9, left + xs.min() - 8:left + xs.max() + 9] = True
+        assert (new[:, left:right] & ~box[:, left:right]).sum() <= 0.05 * max(new[:, left:right].sum(), 1)
+    page.close()

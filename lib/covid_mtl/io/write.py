@@ -20,7 +20,8 @@ def mask_affine(like: Image) -> np.ndarray:
 
 def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
     """Write a (z, y, x) mask as uint8 on ``like``'s grid: NIfTI (``.nii``/``.nii.gz``, in the shape the image's
-    file stored when it was a NIfTI) or PNG for 2D slices."""
+    file stored when it was a NIfTI), raw NRRD (``.nrrd``: what OHIF's MONAI Label panel reads) or PNG for 2D
+    slices."""
     out = Path(path)
     if tuple(mask.shape) != tuple(like.array.shape):
         raise CovidMTLError(f"{out}: mask shape {mask.shape} differs from the image's {like.array.shape}")
@@ -37,13 +38,28 @@ def write_mask(mask: np.ndarray, like: Image, path: str | os.PathLike) -> Path:
         PILImage.fromarray(data[0]).save(buffer, format="PNG")
         atomic_write(out, buffer.getvalue())
         return out
+    if name.endswith(".nrrd"):
+        return _write_nrrd(data, mask_affine(like), out)
     if not (name.endswith(".nii.gz") or name.endswith(".nii")):
-        raise CovidMTLError(f"{out}: masks are written as .nii.gz, .nii or .png")
+        raise CovidMTLError(f"{out}: masks are written as .nii.gz, .nii, .nrrd or .png")
     xyz = data.transpose(2, 1, 0)
     stored = like.meta.get("stored_shape")  # the file's own shape: a 2D NIfTI gets a 2D mask, (x, y, z, 1) stays 4D
     if stored and int(np.prod(stored)) == xyz.size:
         xyz = xyz.reshape(stored)
     return _write_nifti(xyz, mask_affine(like), out, compresslevel=9)
+
+
+def _write_nrrd(zyx: np.ndarray, affine: np.ndarray, out: Path) -> Path:
+    """Raw uint8 NRRD, x fastest, in RAS space. For a DICOM series read by ``covid_mtl.io.dicom`` the bytes are in
+    the order a DICOM viewer stacks the frames (slices ascending along the row x column normal, rows top to
+    bottom): OHIF's panel copies them into its labelmap as they come, reading nothing of the header but the data."""
+    z, y, x = zyx.shape
+    vector = lambda v: "(" + ",".join(f"{float(c):.10g}" for c in v) + ")"  # noqa: E731
+    header = ("NRRD0004\ntype: uint8\ndimension: 3\nspace: right-anterior-superior\n"
+              f"sizes: {x} {y} {z}\nspace directions: {' '.join(vector(affine[:3, i]) for i in range(3))}\n"
+              f"kinds: domain domain domain\nendian: little\nencoding: raw\nspace origin: {vector(affine[:3, 3])}\n\n")
+    atomic_write(out, header.encode("ascii") + np.ascontiguousarray(zyx, dtype=np.uint8).tobytes())
+    return out
 
 
 def _write_nifti(xyz: np.ndarray, affine: np.ndarray, out: Path, compresslevel: int) -> Path:

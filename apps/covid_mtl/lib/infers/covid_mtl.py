@@ -25,6 +25,9 @@ from covid_mtl.measure.summary import model_version
 from covid_mtl.nets.preprocessing import DEFAULTS
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+LESION_LABEL = "COVID-19 lesion"
+"""The mask's one label, as viewers name its segment (OHIF's panel takes the name from ``/info/``)."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,7 +42,7 @@ class CovidMTLInfer(InferTask):
     def __init__(self, model_paths: Sequence[str], device: str = "auto", preload: bool = True):
         super().__init__(
             type=InferType.SEGMENTATION,
-            labels={"covid_lesion": 1},
+            labels={LESION_LABEL: 1},
             dimension=3,
             description="COVID-19 classification (the classes its model was trained on) and COVID lesion mask in "
                         "one call",
@@ -109,6 +112,8 @@ class CovidMTLInfer(InferTask):
         analysis = analyze(image, self.predictor())
         result = analysis.result
         suffix = ".png" if image.meta.get("format") == "raster" else ".nii.gz"
+        if suffix != ".png" and str(request.get("result_extension", "")).lower() == ".nrrd":
+            suffix = ".nrrd"  # OHIF's MONAI Label panel asks for raw NRRD and copies its bytes into its labelmap
         fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
         os.close(fd)
         write_mask(analysis.mask(), image, mask_path)

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 from ignite.engine import Events
+from lib.infers.covid_mtl import LESION_LABEL
 from lib.monailabel_compat import Context, EngineTrainTask
 from lib.trainers.datalist import datastore_records
 from lib.trainers.round_base import BASE_NAME, MADE_FROM, round_base
@@ -89,7 +90,7 @@ class CovidMTLTrain(EngineTrainTask):
             amp=torch.cuda.is_available(),
             publish_path=None,  # MONAI Label's publisher copies non-atomically; see _publish
             key_metric_filename="model_key_metric.pt",
-            labels=["covid_lesion"],
+            labels=[LESION_LABEL],
         )
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore):
