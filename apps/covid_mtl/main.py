@@ -76,6 +76,17 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
             version=monailabel.__version__,
             labels=[LESION_LABEL],
         )
+        self._connect_result_store()
+
+    def _connect_result_store(self) -> None:
+        """``--conf store_results true``: each infer on a PACS series stores its SEG and SR there."""
+        if not self.settings.store_results:
+            return
+        datastore = self.datastore()
+        if not isinstance(datastore, datastore_pacs.PacsDatastore):
+            logger.warning("covid-mtl: --conf store_results needs a PACS (--studies http://.../dicom-web); ignored")
+            return
+        self.task_config.infer().store_results = datastore.store_results  # the one infer task (config caches it)
 
     def infer(self, request, datastore=None):
         """Refuse unknown models and ids, client-chosen server paths and the ``final`` tag before MONAI Label
@@ -86,6 +97,9 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
             raise UnknownTask("model", model, infers)
         refuse_final_tag(request)  # MONAI Label saves the prediction under request["label_tag"]
         check_infer_image(request, datastore or self.datastore(), self.sessions())
+        image = request.get("image")
+        if isinstance(image, str) and image in (datastore or self.datastore()).list_images():
+            request = {**request, "image_id": image}  # MONAI Label replaces "image" by the file's path
         return super().infer(request, datastore)
 
     def load_sessions(self, load: bool = False):

@@ -39,6 +39,7 @@ from lib.settings import AppSettings
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io import write_mask, write_volume
 from covid_mtl.measure.dicom_seg import read_dicom_seg, seg_classification, write_dicom_seg
+from covid_mtl.measure.dicom_sr import write_dicom_sr
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,26 @@ class PacsDatastore(ValidatingDatastore):
             self.client.store(seg, f"storing the correction of series {image_id} as DICOM SEG")
         logger.info(f"PACS: correction of {image_id} stored as SEG {seg.SOPInstanceUID}")
         return {"seg_series": str(seg.SeriesInstanceUID), "seg_instance": str(seg.SOPInstanceUID)}
+
+    def store_results(self, image_id: str, mask, result: Dict[str, Any], model_version: str) -> Dict[str, str]:
+        """The AI's result for a PACS series stored under its study: a SEG of the lesion mask (AUTOMATIC, with the
+        model version) and an SR measurement report referencing the series and the SEG. Each infer adds a new
+        pair; nothing in the PACS is overwritten."""
+        import pydicom
+
+        if image_id not in self._listing():
+            raise UnknownImage(image_id)
+        source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
+        with tempfile.TemporaryDirectory(prefix="covid-mtl-result-") as tmp:
+            seg = pydicom.dcmread(write_dicom_seg(mask, source, os.path.join(tmp, "seg.dcm"),
+                                                  model_version=model_version))
+            sr = pydicom.dcmread(write_dicom_sr(result, source, seg, os.path.join(tmp, "sr.dcm"),
+                                                model_version=model_version))
+            self.client.store(seg, f"storing the result of series {image_id} as DICOM SEG")
+            self.client.store(sr, f"storing the measures of series {image_id} as DICOM SR")
+        logger.info(f"PACS: result of {image_id} stored as SEG {seg.SOPInstanceUID} and SR {sr.SOPInstanceUID}")
+        return {"seg_series": str(seg.SeriesInstanceUID), "seg_instance": str(seg.SOPInstanceUID),
+                "sr_series": str(sr.SeriesInstanceUID), "sr_instance": str(sr.SOPInstanceUID)}
 
     def _pacs_corrections(self, images: set) -> Dict[str, List[Correction]]:
         """CT series id -> the SEG instances in the PACS that reference it, newest first."""

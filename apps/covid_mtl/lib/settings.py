@@ -9,6 +9,7 @@ to the parts that use them; nothing reads the environment per request.
 | browser origins allowed | | ``COVID_MTL_CORS_ORIGINS`` (plus MONAI Label's own setting) | none |
 | JWT algorithms accepted (auth on) | | ``COVID_MTL_AUTH_ALGORITHMS`` | RS256 |
 | run on an unchecked MONAI Label version | ``allow_unsupported_monailabel`` | | false |
+| store each infer's results in the PACS (SEG + SR) | ``store_results`` | | false |
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class AppSettings:
     cors_origins: tuple[str, ...] = ()
     auth_algorithms: tuple[str, ...] = ("RS256",)
     allow_unsupported_monailabel: bool = False
+    store_results: bool = False
 
     @classmethod
     def read(cls, conf: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> "AppSettings":
@@ -58,6 +60,7 @@ class AppSettings:
             cors_origins=_csv(environ.get("COVID_MTL_CORS_ORIGINS")),
             auth_algorithms=_csv(environ.get("COVID_MTL_AUTH_ALGORITHMS")) or ("RS256",),
             allow_unsupported_monailabel=str(conf.get("allow_unsupported_monailabel", "")).lower() in ("1", "true"),
+            store_results=str(conf.get("store_results", "")).lower() in ("1", "true"),
         )
 
     @property

@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from lib.datastore import read_checked
@@ -53,6 +53,8 @@ class CovidMTLInfer(InferTask):
         self._lock = threading.Lock()
         self._predictor: Optional[Predictor] = None
         self._loaded: Optional[Tuple[str, float]] = None  # (path, mtime) of the model in memory
+        # (image id, mask, result, model version) -> what was stored; set by the app with --conf store_results
+        self.store_results: Optional[Callable[[str, np.ndarray, Dict[str, Any], str], Dict[str, str]]] = None
         if preload and self.current_model_path():
             try:
                 self.predictor()
@@ -105,6 +107,17 @@ class CovidMTLInfer(InferTask):
             raise UnknownImage(request.get("image"))
         return read_checked(path)
 
+    def _store(self, image_id: str, mask: np.ndarray, result: Dict[str, Any]) -> None:
+        """The result into the PACS; a PACS that refuses it costs the radiologist nothing of the answer, which
+        says what happened."""
+        try:
+            result["stored_in_pacs"] = self.store_results(image_id, mask, result, result.get("model_version", ""))
+        except Exception as exc:  # PacsError, an unreadable series: reported, logged, the infer still answers
+            logger.error(f"covid_mtl: storing the result of {image_id} in the PACS failed: {exc}")
+            result.setdefault("warnings", []).append(
+                {"name": "result_not_stored", "message": f"the result was not stored in the PACS: {exc}",
+                 "value": None, "limit": None, "affects": []})
+
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         image = self.read(request)
@@ -117,5 +130,7 @@ class CovidMTLInfer(InferTask):
         fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
         os.close(fd)
         write_mask(analysis.mask(), image, mask_path)
+        if self.store_results is not None and request.get("image_id"):
+            self._store(str(request["image_id"]), analysis.mask(), result)
         result.setdefault("timings", {}).update({"read_s": round(read_s, 3), "total_s": round(time.perf_counter() - start, 3)})
         return mask_path, result
