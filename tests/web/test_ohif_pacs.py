@@ -38,7 +38,8 @@ def site(tmp_path_factory):
     with running(work / "orthanc", free_port()) as orthanc:
         for files in series.values():
             assert orthanc.upload(files) == len(files)
-        with running_server(orthanc.dicomweb, work, env=server_env(work, *orthanc.auth, work / "cache")) as server:
+        with running_server(orthanc.dicomweb, work, conf={"store_results": "true"},
+                            env=server_env(work, *orthanc.auth, work / "cache")) as server:
             yield orthanc, server, series
 
 
@@ -99,7 +100,9 @@ def test_run_in_the_monai_label_panel_shows_the_lesion_overlay(site, browser):
     study = str(pydicom.dcmread(series["sample (uncompressed)"][0], stop_before_pixels=True).StudyInstanceUID)
     page = browser.new_page()
     infers = []
+    polls = []
     page.on("response", lambda r: infers.append(r.status) if "/infer/covid_mtl" in r.url else None)
+    page.on("response", lambda r: polls.append(r.status) if "check_if_running" in r.url else None)
     page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study}")
     page.get_by_text("Confirm and Hide").click()
     address = page.locator("#monailabelServerURL")  # the panel defaults to port 8000 on this host
@@ -118,6 +121,7 @@ def test_run_in_the_monai_label_panel_shows_the_lesion_overlay(site, browser):
     after_png = page.screenshot(path=str(OUT / "monai_label_run.png"))
     after = rgb(after_png)
     assert infers == [200]
+    assert polls and set(polls) == {200}  # the panel's "is training running?" gets an answer it reads
     views = np.zeros(after.shape[:2], bool)
     views[60:880, 290:1110] = True  # the three viewports, left of the panel
     new = coloured(after) & ~coloured(before) & views
@@ -129,4 +133,18 @@ def test_run_in_the_monai_label_panel_shows_the_lesion_overlay(site, browser):
         box = np.zeros_like(new)
         box[ys.min() - 8:ys.max() + 9, left + xs.min() - 8:left + xs.max() + 9] = True
         assert (new[:, left:right] & ~box[:, left:right]).sum() <= 0.05 * max(new[:, left:right].sum(), 1)
+    page.close()
+
+
+def test_the_stored_seg_and_sr_are_listed_with_the_study(site, browser):
+    """After Run (``store_results`` on), the study holds the AI's SEG and SR: OHIF lists them beside the CT."""
+    orthanc, server, series = site
+    study = str(pydicom.dcmread(series["sample (uncompressed)"][0], stop_before_pixels=True).StudyInstanceUID)
+    modalities = {s["MainDicomTags"].get("Modality") for s in orthanc.get("/series", params={"expand": ""}).json()}
+    assert {"SEG", "SR"} <= modalities  # stored by the Run of the test before
+    page = browser.new_page()
+    page.goto(f"{server.url}/ohif/viewer?StudyInstanceUIDs={study}")
+    page.get_by_text("COVID-19 analysis (covid-mtl)").first.wait_for()  # the SR's series description
+    page.get_by_text("COVID-19 lesion (covid-mtl)").first.wait_for()  # the SEG's
+    page.screenshot(path=str(OUT / "stored_results.png"))
     page.close()

@@ -9,6 +9,9 @@ name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every la
 - a refused upload is named after the user's file, and a full disk is a 507 (``lib.http_errors``);
 - the DICOMweb proxy forwards only checked viewer reads, through the server's own PACS client
   (``lib.dicomweb_proxy.forward`` replaces MONAI Label's ``proxy_dicom``);
+- ``GET /train/?check_if_running=true`` answers ``{"status": "NOT RUNNING"}`` when nothing runs (OHIF's panel polls
+  it; MONAI Label's 404 there read as an error on every poll); without ``check_if_running`` a server that never
+  trained still answers 404, as the Slicer module expects;
 - the bundled OHIF gets this app's configuration (``apps/covid_mtl/ohif/app-config.js``: no DICOM upload, no
   reject), not MONAI Label's.
 """
@@ -18,6 +21,7 @@ import functools
 import json
 import logging
 import os
+from http import HTTPStatus
 from typing import Any, Callable, Optional
 
 from lib import dicomweb_proxy
@@ -116,6 +120,20 @@ def _session_hook(original: Callable) -> Callable:
     return create_session
 
 
+def _train_status_hook(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def status(all: bool = False, check_if_running: bool = False):
+        from fastapi import HTTPException
+
+        try:
+            return original(all, check_if_running)
+        except HTTPException as exc:
+            if check_if_running and exc.status_code == HTTPStatus.NOT_FOUND:
+                return {"status": "NOT RUNNING", "detail": str(exc.detail)}
+            raise
+    return status
+
+
 OHIF_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ohif", "app-config.js")
 
 
@@ -139,4 +157,5 @@ def install() -> None:
         ("datastore", "update_label_info", lambda f: _info_hook(f, 2)),
         ("batch_infer", "run", _batch_hook), ("session", "create_session", _session_hook),
         ("proxy", "proxy_dicom", lambda original: dicomweb_proxy.forward), ("ohif", "get_ohif", _ohif_hook),
+        ("train", "status", _train_status_hook),
     ])
