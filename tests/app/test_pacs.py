@@ -95,6 +95,8 @@ def test_infer_on_a_pacs_series_by_id(pacs, source):
                           files={"file": ("series.nii.gz", _nifti_of(source))}, timeout=TIMEOUT)
     assert local.status_code == 200, local.text
     assert local.json()["statement"].encode() in body
+    # results go into the PACS only with --conf store_results (tests/app/test_pacs_results.py)
+    assert b"stored_in_pacs" not in body and not pacs.segs()
 
 
 def _nifti_of(image) -> bytes:

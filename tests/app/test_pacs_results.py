@@ -95,9 +95,3 @@ def _bytes(ds) -> bytes:
     ds.save_as(buffer, write_like_original=False)
     return buffer.getvalue()
 
-
-def test_the_setting_is_off_by_default_and_said_in_the_result(tmp_path):
-    with pacs_site(tmp_path) as pacs:
-        result = infer(pacs.server, pacs.ct_series)
-        assert "stored_in_pacs" not in result
-        assert instances(pacs, "SR") == [] and instances(pacs, "SEG") == []

@@ -41,11 +41,13 @@ MIN_SLICE_PIXELS = 16
 @dataclass
 class Body:
     """``mask``: the patient (filled outline) per slice; ``inside``: where lungs can be (step 5);
-    ``midline_x``: x index of the body's midline."""
+    ``midline_x``: x index of the body's midline; ``posterior_row``: the row (y index, posterior growing) that
+    begins the body's posterior quarter, median over slices (None without a body)."""
 
     mask: np.ndarray
     inside: np.ndarray
     midline_x: float
+    posterior_row: float | None = None
 
 
 def find_body(hu: np.ndarray, spacing: tuple[float, float, float] | None = None) -> Body:
@@ -60,16 +62,19 @@ def find_body(hu: np.ndarray, spacing: tuple[float, float, float] | None = None)
             opened[z] = ndi.binary_opening(tissue[z], structure=footprint)
     labels, n = ndi.label(opened)
     small = np.zeros(tissue.shape, bool)
-    centres = []
+    centres, quarters = [], []
     if n:
         trunk = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
         for z in np.flatnonzero(trunk.any(axis=(1, 2))):
             small[z] = ndi.binary_fill_holes(ndi.binary_dilation(trunk[z], structure=footprint) & tissue[z])
             xs = np.flatnonzero(small[z].any(axis=0))
+            ys = np.flatnonzero(small[z].any(axis=1))
             centres.append(((xs[0] + xs[-1]) / 2.0) * step)
+            quarters.append((ys[0] + 0.75 * (ys[-1] - ys[0])) * step)
     midline = float(np.median(centres)) if centres else (hu.shape[2] - 1) / 2.0
     inside = between(small, axis=1) | between(small, axis=2)
-    return Body(_full(small, step, hu.shape), _full(inside, step, hu.shape), midline)
+    posterior = float(np.median(quarters)) if quarters else None
+    return Body(_full(small, step, hu.shape), _full(inside, step, hu.shape), midline, posterior)
 
 
 def _full(small: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -66,8 +66,8 @@ def candidates(hu: np.ndarray, within: np.ndarray, exclude: np.ndarray | None = 
 
 
 def lung_components(hu: np.ndarray, within: np.ndarray, voxel_ml: float | None, gap_slices: int,
-                    exclude: np.ndarray | None = None, superior_at_high_z: bool | None = True
-                    ) -> tuple[np.ndarray, list[int]]:
+                    exclude: np.ndarray | None = None, superior_at_high_z: bool | None = True,
+                    posterior_row: float | None = None) -> tuple[np.ndarray, list[int]]:
     """3D components of the candidates and the ids that look like lung.
 
     Gas pockets with partial volume (stomach, colon, stool) pass the 2D median test but keep a core below
@@ -85,8 +85,10 @@ def lung_components(hu: np.ndarray, within: np.ndarray, voxel_ml: float | None, 
     sizes = np.bincount(ids, minlength=n + 1)[1:].astype(float)
     gas = np.bincount(ids, weights=hu.ravel()[where] < GAS_HU, minlength=n + 1)[1:] / np.maximum(sizes, 1)
     big = sizes * voxel_ml >= MIN_LUNG_ML if voxel_ml is not None else np.ones(n, bool)
-    big &= ~couch_like(components.ravel()[where], where // (hu.shape[1] * hu.shape[2]), n, hu.shape[0],
-                       within.ravel()[where])
+    if posterior_row is not None:
+        rows = (where // hu.shape[2]) % hu.shape[1]
+        big &= ~couch_like(components.ravel()[where], where // (hu.shape[1] * hu.shape[2]), n, hu.shape[0],
+                           within.ravel()[where], rows, posterior_row)
     lung_like = big & (gas <= MAX_GAS_FRACTION)
     pool = lung_like if lung_like.any() else big
     if not pool.any():
@@ -105,9 +107,13 @@ COUCH_AREA_CV = 0.1
 lungs' area grows from apex to base several-fold, even in a scan cut to the lungs."""
 
 
-def couch_like(ids: np.ndarray, zs: np.ndarray, n: int, nz: int, within: np.ndarray) -> np.ndarray:
-    """Per 3D component (``ids`` 1..n of candidate voxels at slices ``zs``): air that lies mostly outside the body
-    (``within`` False), through at least ``COUCH_SPAN`` of the slices, with a nearly constant area."""
+def couch_like(ids: np.ndarray, zs: np.ndarray, n: int, nz: int, within: np.ndarray, rows: np.ndarray,
+               posterior_row: float) -> np.ndarray:
+    """Per 3D component (``ids`` 1..n of candidate voxels at slices ``zs`` and ``rows``): air that lies mostly
+    outside the body (``within`` False), behind its posterior quarter on average (``posterior_row``: under the
+    back, where a supine patient's couch is), through at least ``COUCH_SPAN`` of the slices, with a nearly
+    constant area. The position matters: lungs of a chest cropped to the mediastinum lie outside the body too, and
+    over a few mid-chest slices their area hardly changes."""
     if nz < 5:
         return np.zeros(n, bool)
     area = np.bincount(ids.astype(np.int64) * nz + zs, minlength=(n + 1) * nz).reshape(n + 1, nz)[1:]
@@ -117,7 +123,8 @@ def couch_like(ids: np.ndarray, zs: np.ndarray, n: int, nz: int, within: np.ndar
     mean = area.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
     spread = np.sqrt((np.where(present, area - mean[:, None], 0.0) ** 2).sum(axis=1)
                      / np.maximum(present.sum(axis=1), 1))
-    return (outside > 0.5) & (span >= COUCH_SPAN) & (spread <= COUCH_AREA_CV * mean)
+    row = np.bincount(ids, weights=rows, minlength=n + 1)[1:] / np.maximum(area.sum(axis=1), 1)
+    return (outside > 0.5) & (row > posterior_row) & (span >= COUCH_SPAN) & (spread <= COUCH_AREA_CV * mean)
 
 
 UNDER_SHARE = 0.5

@@ -166,7 +166,8 @@ def lung_mask(
     airway = find_airways((hu < AIR_HU) & body.mask, spacing, midline_x)
     if airway.any():
         flags.append("airways_left_out")
-    components, keep = lung_components(hu, body.inside, voxel_ml, gap, exclude=airway, superior_at_high_z=superior)
+    components, keep = lung_components(hu, body.inside, voxel_ml, gap, exclude=airway, superior_at_high_z=superior,
+                                       posterior_row=body.posterior_row)
     del body
     labels = np.zeros(hu.shape, np.uint8)
     if not keep:
