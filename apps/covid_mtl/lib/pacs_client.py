@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from lib.errors import PacsRefused, PacsUnreachable
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,13 @@ class PacsClient:
         self.session = requests.Session()
         if username or password:
             self.session.auth = (username, password)
+        # A PACS closes idle keep-alive connections (Orthanc after about a second); a read sent on one just as it
+        # closes fails with "connection aborted" (seen once in a training run). Reads are retried; writes (STOW)
+        # never, so nothing is stored twice.
+        retry = Retry(total=2, connect=2, read=2, status=0, other=0, backoff_factor=0.2,
+                      allowed_methods=frozenset({"GET"}), raise_on_status=False)
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=retry))
 
     # ----- one request, every failure typed ------------------------------------------------------------------------
     def _request(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
