@@ -96,10 +96,9 @@ class CovidMTLApp(monailabel_compat.MONAILabelAppCompat, MONAILabelApp):
         if model not in infers:
             raise UnknownTask("model", model, infers)
         refuse_final_tag(request)  # MONAI Label saves the prediction under request["label_tag"]
-        check_infer_image(request, datastore or self.datastore(), self.sessions())
-        image = request.get("image")
-        if isinstance(image, str) and image in (datastore or self.datastore()).list_images():
-            request = {**request, "image_id": image}  # MONAI Label replaces "image" by the file's path
+        image_id = check_infer_image(request, datastore or self.datastore(), self.sessions())
+        if image_id is not None:
+            request = {**request, "image_id": image_id}  # MONAI Label replaces "image" by the file's path
         return super().infer(request, datastore)
 
     def load_sessions(self, load: bool = False):

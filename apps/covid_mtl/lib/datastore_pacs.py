@@ -259,9 +259,7 @@ class PacsDatastore(ValidatingDatastore):
         pair; nothing in the PACS is overwritten."""
         import pydicom
 
-        if image_id not in self._listing():
-            raise UnknownImage(image_id)
-        source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
+        source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")  # fetched by the infer
         with tempfile.TemporaryDirectory(prefix="covid-mtl-result-") as tmp:
             seg = pydicom.dcmread(write_dicom_seg(mask, source, os.path.join(tmp, "seg.dcm"),
                                                   model_version=model_version))

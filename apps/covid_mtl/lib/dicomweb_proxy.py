@@ -164,9 +164,7 @@ async def forward(request, op: str, path: str):
     from lib.pacs_client import PacsClient
     from starlette.concurrency import run_in_threadpool
 
-    raw_path = request.scope.get("raw_path") or quote(request.scope["path"]).encode()
-    read = viewer_read(request.method, raw_path.decode("latin-1"), request.scope.get("query_string", b"").decode(
-        "latin-1"))
+    read = viewer_read(request.method, *target(request.scope))
     client = getattr(app_instance().datastore(), "client", None)
     if not isinstance(client, PacsClient):
         raise NotFound("this server serves a folder of studies, not a PACS: its DICOMweb proxy forwards nothing")
@@ -193,14 +191,20 @@ def exposure_warning(studies: str, auth_on: bool, host: str) -> Optional[str]:
             f"127.0.0.1")
 
 
+def target(scope) -> Tuple[str, str]:
+    """(path as sent, still percent-encoded; query string) of an ASGI request."""
+    raw_path = scope.get("raw_path") or quote(scope["path"]).encode()
+    return raw_path.decode("latin-1"), scope.get("query_string", b"").decode("latin-1")
+
+
 def under_proxy(path: str) -> bool:
     return path == PROXY_PREFIX.rstrip("/") or path.startswith(PROXY_PREFIX)
 
 
-def refusal(method: str, raw_path: str, query: str) -> Optional[Exception]:
-    """The error for a proxy request that must not be forwarded, else None."""
+def refusal(scope) -> Optional[Exception]:
+    """The error for a proxy request (ASGI ``scope``) that must not be forwarded, else None."""
     try:
-        viewer_read(method, raw_path, query)
+        viewer_read(scope["method"], *target(scope))
     except (BadRequest, Refused) as exc:
         return exc
     return None

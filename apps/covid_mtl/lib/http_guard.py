@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from typing import Iterable, Optional
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from fastapi.responses import JSONResponse
 from lib import dicomweb_proxy, monailabel_compat
@@ -99,11 +99,11 @@ def refusal(scope, headers: dict[str, str], settings: AppSettings, origins: Iter
     if bad_session is not None:  # MONAI Label joins it to its session folder: DELETE /session/%2E%2E = rmtree(..)
         return BadRequest(f"invalid session id {bad_session!r}")
     if dicomweb_proxy.under_proxy(path):
-        raw_path = (scope.get("raw_path") or quote(path).encode()).decode("latin-1")
-        refused = dicomweb_proxy.refusal(method, raw_path, scope.get("query_string", b"").decode("latin-1"))
+        refused = dicomweb_proxy.refusal(scope)
         if refused is not None:
             client = (scope.get("client") or ("?",))[0]
-            logger.warning(f"DICOMweb proxy refused {method} {raw_path[:300]!r} from {client}: {refused}")
+            sent = dicomweb_proxy.target(scope)[0]
+            logger.warning(f"DICOMweb proxy refused {method} {sent[:300]!r} from {client}: {refused}")
             return refused
     if method == "POST" and path.rstrip("/") == "/reload":  # re-creates the app, and has no role check at all
         return Refused("/reload is disabled on this server")

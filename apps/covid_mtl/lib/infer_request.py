@@ -28,20 +28,21 @@ def _is_endpoint_upload(path: str) -> bool:
             and bool(ENDPOINT_UPLOAD.match(os.path.basename(real))) and os.path.isfile(real))
 
 
-def check_infer_image(request: Dict[str, Any], datastore, sessions: Optional[Any]) -> None:
-    """Raise a typed error unless ``request["image"]`` is something this client may have inferred."""
+def check_infer_image(request: Dict[str, Any], datastore, sessions: Optional[Any]) -> Optional[str]:
+    """Raise a typed error unless ``request["image"]`` is something this client may have inferred; the datastore
+    id when it names one (None for a session or the endpoint's upload)."""
     image = request.get("image")
     if not isinstance(image, str) or not image:
         raise NoImageGiven()
     if "session" in request:
         if sessions is not None and _inside(image, sessions.store_path):
-            return
+            return None
         raise BadRequest("session image is not in this server's session store")
     if os.path.isabs(image) or "/" in image or "\\" in image:
         if _is_endpoint_upload(image):
-            return
+            return None
         raise BadRequest(f"image {os.path.basename(image)!r}: give a datastore image id, not a server path")
     if datastore.has_image(image):
-        return
+        return image
     check_id(image)
     raise UnknownImage(image)

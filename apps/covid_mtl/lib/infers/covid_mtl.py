@@ -129,8 +129,9 @@ class CovidMTLInfer(InferTask):
             suffix = ".nrrd"  # OHIF's MONAI Label panel asks for raw NRRD and copies its bytes into its labelmap
         fd, mask_path = tempfile.mkstemp(suffix=suffix, prefix="covid_mtl_")
         os.close(fd)
-        write_mask(analysis.mask(), image, mask_path)
+        mask = analysis.mask()
+        write_mask(mask, image, mask_path)
         if self.store_results is not None and request.get("image_id"):
-            self._store(str(request["image_id"]), analysis.mask(), result)
+            self._store(str(request["image_id"]), mask, result)
         result.setdefault("timings", {}).update({"read_s": round(read_s, 3), "total_s": round(time.perf_counter() - start, 3)})
         return mask_path, result
