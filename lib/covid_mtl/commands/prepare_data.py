@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation draw (default 0)")
     parser.add_argument("--pseudo-masks", action="store_true",
                         help="attach Semi-Inf-Net's predicted masks to Inf-Net training rows (masks/pseudo/)")
+    parser.add_argument("--negative-scans", nargs="+", default=[], metavar="SCAN",
+                        help="whole chest CT scans without pneumonia (DICOM folders, NIfTI/NRRD files in HU): "
+                             "training rows with an empty lesion mask and no class")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -35,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         # prepare-data's own summary warning: its notes are printed below, in full up to a limit
         warnings.filterwarnings("ignore", message="prepare-data:")
         result = prepare_data(args.data, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                              pseudo_masks=args.pseudo_masks, progress=not args.no_progress)
+                              pseudo_masks=args.pseudo_masks, progress=not args.no_progress,
+                              negative_scans=args.negative_scans)
     for note in result.warnings[:MAX_NOTES_SHOWN]:
         print(f"warning: {note}")
     if len(result.warnings) > MAX_NOTES_SHOWN:

@@ -222,8 +222,12 @@ def select_rows(rows: Sequence[ManifestRow], split: str | None) -> list[Manifest
 
 
 def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays: int = N_OVERLAYS,
-                  progress: bool = True) -> tuple[list[CaseResult], list[plots.OverlayCase]]:
+                  progress: bool = True, images: Sequence[Image] | None = None
+                  ) -> tuple[list[CaseResult], list[plots.OverlayCase]]:
     """Run ``predictor`` over ``rows``: per-case results and up to ``n_overlays`` slices to draw.
+
+    ``images``: the rows' images already read (and perhaps altered, as the robustness table does); by default
+    each row is read here.
 
     Overlays come from rows with a ground-truth mask, those with a lesion first (then lesion-free ones,
     where a red contour is a false positive); at most ``n_overlays`` of each kind are kept while looping.
@@ -231,8 +235,8 @@ def evaluate_rows(predictor: Predictor, rows: Sequence[ManifestRow], n_overlays:
     cases: list[CaseResult] = []
     with_lesion: list[plots.OverlayCase] = []
     without: list[plots.OverlayCase] = []
-    for row in tqdm(rows, desc="evaluate", unit="image", disable=not progress):
-        image = read_image(row.image)
+    for i, row in enumerate(tqdm(rows, desc="evaluate", unit="image", disable=not progress)):
+        image = read_image(row.image) if images is None else images[i]
         analysis = analyze(image, predictor)  # the shipped path: a volume's lesion is kept inside its lungs
         mask = analysis.mask()
         truth = read_mask(row.mask, image).astype(bool) if row.mask else None

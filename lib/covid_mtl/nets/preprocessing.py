@@ -17,7 +17,9 @@ taught on:
 4. **window**: HU to [0, 1] through ``window`` (W 1500 / L -600); non-HU by bit depth (``covid_mtl.io.normalize``);
 5. **size**: each slice resized to ``size`` x ``size`` (bilinear; masks nearest).
 
-The record is the checkpoint's ``meta["preprocessing"]``. Checkpoints saved before it existed load with
+The record is the checkpoint's ``meta["preprocessing"]``. It also holds the :class:`Augmentation` the model was
+trained with (what training varies in steps 3-4 so that the network sees real scans, not one exporter's
+screenshots); prediction never augments, but fine-tuning a model keeps its recipe. Checkpoints saved before it existed load with
 :data:`DEFAULTS` (what they were trained with: the same window, orientation and size; their training slices were
 2D lung crops, so the lung-based selection only changes what whole scans send them).
 """
@@ -40,6 +42,60 @@ MIN_LUNG_SHARE = 0.1
 """A volume slice runs when its lung area is at least this share of the scan's largest lung slice: the apical and
 basal slices whose lung is a rim around the dome of the diaphragm or a tip in the neck run too, while slices with
 a few voxels of lung among the bowel do not (see the model card's full-chest section for the measurement)."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What training varies about how a slice looks, and by how much (``covid_mtl.train.augment`` builds MONAI
+    transforms from it). Grey levels are those of step 4, [0, 1] with W 1500 / L -600 for HU. Each range and why:
+
+    * ``window_slope`` / ``window_offset``: another display window is a linear map of these grey levels (slope
+      1500 / W, offset from the level). Slopes 0.75-1.6 are windows W 2000 to W 940, the span of the lung windows
+      in use (W 1000-2000, L -700 to -500); the offset +-0.15 (+-225 HU of level) moves aerated lung (about
+      -850 HU: 0.33 here) over 0.1-0.5, and the crops measured it at 5 %, 12 % and 33 % of the grey range;
+    * ``gamma``: an exporter's display curve (PDF figures, screen captures); 0.6-1.7 covers the crops' darkest
+      lungs from our 0.33 (0.33 ** 1.7 = 0.15);
+    * ``noise_std``: up to 0.04 of the grey range = 60 HU at W 1500: the staged scans' soft-tissue noise is 19-31 HU
+      with standard kernels and 41-69 HU with sharp ones (``../shared/data/real_ct/full_chest`` README);
+    * ``blur_sigma`` / ``sharpen``: smooth and sharp reconstruction kernels (Gaussian blur 0.3-1.2 px at model
+      size; unsharp mask of strength 1-3, the B40f-to-B70f step in noise above);
+    * ``thick_mm``: partial volume of thicker slices: a slice of a HU volume is, with ``thick_prob``, replaced by
+      the mean of its neighbours within +-``thick_mm`` / 2 (a 1.25 or 2.5 mm scan seen as a 5-7.5 mm one, the
+      thicknesses the staged scans span); a 2D crop gets the blur instead;
+    * ``low_resolution``: in-plane resolution: down- and up-sampled to 0.5-1.0 of model size (paper figures are
+      screen crops of 150-500 px; a 512-px scan's lung box is about 360 px);
+    * ``zoom``: the lung box margin: 0.8-1.25 puts the lungs at 70-100 % of the frame (the predictor's box gives
+      about 86 %, the crops 75-100 %); quarter turns, flips and 15 degree rotations because the collections
+      store slices in every orientation.
+    """
+
+    window_slope: tuple[float, float] = (0.75, 1.6)
+    window_offset: float = 0.15
+    window_prob: float = 0.8
+    gamma: tuple[float, float] = (0.6, 1.7)
+    gamma_prob: float = 0.5
+    noise_std: float = 0.04
+    noise_prob: float = 0.3
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    blur_prob: float = 0.2
+    sharpen: tuple[float, float] = (1.0, 3.0)
+    sharpen_prob: float = 0.2
+    thick_mm: float = 5.0
+    thick_prob: float = 0.3
+    low_resolution: tuple[float, float] = (0.5, 1.0)
+    low_resolution_prob: float = 0.2
+    zoom: tuple[float, float] = (0.8, 1.25)
+    rotate_degrees: float = 15.0
+    version: int = 2
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> "Augmentation":
+        """The recorded recipe; checkpoints without one get this version's (fine-tuning them uses it)."""
+        if not record:
+            return cls()
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -66,6 +122,7 @@ class Preprocessing:
     min_lung_share: float = MIN_LUNG_SHARE
     crop_margin: float = MARGIN
     version: int = 1
+    augmentation: Augmentation = field(default_factory=Augmentation, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -78,7 +135,8 @@ class Preprocessing:
             out = cls(size=int(record.get("size", size)), window=tuple(float(v) for v in record["window"]),
                       orientation=str(record.get("orientation", DEFAULTS.orientation)),
                       min_lung_share=float(record.get("min_lung_share", MIN_LUNG_SHARE)),
-                      crop_margin=float(record.get("crop_margin", MARGIN)), version=int(record.get("version", 1)))
+                      crop_margin=float(record.get("crop_margin", MARGIN)), version=int(record.get("version", 1)),
+                      augmentation=Augmentation.from_record(record.get("augmentation")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"checkpoint preprocessing record is unreadable ({exc}): {dict(record)}") from exc
         if out.orientation != DEFAULTS.orientation:
@@ -99,6 +157,7 @@ class Preprocessing:
         record = asdict(self)
         record.pop("notes")
         record["window"] = list(self.window)
+        record["augmentation"] = {k: list(v) if isinstance(v, tuple) else v for k, v in record["augmentation"].items()}
         return record
 
     def plan(self, image: Image, array: np.ndarray, lung_labels: np.ndarray | None) -> SlicePlan:
@@ -140,6 +199,20 @@ class Preprocessing:
             part = np.asarray(array[zs, y0:y1, x0:x1], np.float32)
             scaled = (part - low) / (high - low) if high > low else np.zeros_like(part)
         return resize_slices(np.ascontiguousarray(scaled), self.size, "bilinear")
+
+    def thick_pixels(self, image: Image, array: np.ndarray, zs: np.ndarray, box: Box) -> torch.Tensor | None:
+        """Slices ``zs`` as a scan ``augmentation.thick_mm`` thick would show them: each the mean (in HU) of the
+        slices within half that distance, then as :meth:`pixels`. None when there is nothing to average: not a HU
+        volume, no slice spacing, or slices already that thick."""
+        spacing = image.spacing[0] if image.spacing else None
+        if not image.is_hu or array.shape[0] < 2 or not spacing or spacing <= 0:
+            return None
+        reach = int(round(self.augmentation.thick_mm / 2 / float(spacing)))
+        if reach < 1:
+            return None
+        y0, y1, x0, x1 = box
+        thick = np.stack([array[max(0, z - reach):z + reach + 1, y0:y1, x0:x1].mean(axis=0) for z in zs])
+        return self.pixels(image, thick, np.arange(len(zs)), (0, y1 - y0, 0, x1 - x0))
 
     def mask_pixels(self, mask: np.ndarray, zs: np.ndarray, box: Box) -> torch.Tensor:
         """The lesion mask of the same slices at model size (nearest), as 0/1 float32."""

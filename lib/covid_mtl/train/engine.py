@@ -184,7 +184,7 @@ def data_loaders(cfg: TrainConfig, model: torch.nn.Module, train_records: Sequen
     # each process its own augmentation stream: one shared seed would flip and rotate every share of a step alike
     replayed = replay_records(cfg, exclude=train_records + val_records)
     train_ds = build_dataset(train_records, preprocessing, progress=progress, replay=replayed,
-                             transform=train_transforms(cfg.seed + rank) if cfg.augment else eval_transforms())
+                             transform=train_transforms(preprocessing.augmentation, cfg.seed + rank) if cfg.augment else eval_transforms())
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = train_sampler(train_ds, cfg.batch_size * world, cfg.steps_per_epoch, cfg.balance, generator,
                             cfg.replay_share)

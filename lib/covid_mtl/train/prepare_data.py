@@ -19,6 +19,15 @@ P = 1.00). So their rows carry no label: they train the reconstruction (and, wit
 segmentation), and the patient-level diagnosis stays in the ``group`` (all of them are COVID-19 patients) for
 volume-level checks.
 
+**Scans without pneumonia** (``negative_scans``: whole chest CT series in Hounsfield units, DICOM folders or
+NIfTI/NRRD files, e.g. the LIDC-IDRI and Lung-PET-CT-Dx series beside the project) become rows of source
+``hu_scan`` with an empty lesion mask (``masks/negative/<name>.nii.gz``) and **no class**: their slices teach the
+segmentation decoder that vessels, fissures, nodules, tumours and partial volume at the diaphragm are not
+infection, cut and windowed exactly as prediction does, while the classifier never learns that "looks like a
+Hounsfield scan" means non-COVID (the only COVID-19 scan in HU has no mask, so the look would be the only cue).
+They are training rows only: a whole volume in validation would swamp the ten MedSeg slices' Dice. Check them
+on scans that were not given here.
+
 Test portions (``TestingSet``, ``LungInfection-Test``...) are never matched: they are held out elsewhere.
 Licences: MedSeg and Radiopaedia images are CC BY-NC-SA (non-commercial; a model trained on them inherits it),
 coronacases.org Apache-2.0, COVID-CT for research use.
@@ -58,6 +67,7 @@ import os
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +81,7 @@ LICENCES = {
     "covid_ct": "COVID-CT (UCSD-AI4H): research use",
     "medseg": "MedSeg: CC BY-NC-SA (non-commercial)",
     "infnet": "coronacases.org Apache-2.0 + Radiopaedia CC BY-NC-SA (non-commercial)",
+    "hu_scan": "the scans' own collections (TCIA: LIDC-IDRI CC BY 3.0, Lung-PET-CT-Dx CC BY 4.0)",
 }
 LICENCE_LINE = ("Licences: MedSeg and Radiopaedia images are CC BY-NC-SA: a model trained on them is for "
                 "non-commercial use only (coronacases.org Apache-2.0, COVID-CT research use).")
@@ -186,9 +197,27 @@ def format_summary(summary: dict) -> str:
 
 # ---------------------------------------------------------------- the entry point
 
+def negative_scan_row(scan: Path, out: Path) -> dict:
+    """The manifest row of a whole chest CT without pneumonia: an empty lesion mask on its grid, no class."""
+    from ..io import read_image
+    from ..io.write import write_mask
+
+    image = read_image(scan)
+    if not image.is_hu or image.is_2d:
+        raise CovidMTLError(f"{scan}: a scan without pneumonia must be a CT volume in Hounsfield units")
+    name = scan.name.split(".")[0]
+    mask_rel = f"masks/negative/{name}.nii.gz"
+    (out / mask_rel).parent.mkdir(parents=True, exist_ok=True)
+    write_mask(np.zeros(image.array.shape, np.uint8), image, out / mask_rel)
+    return {"image": str(scan.resolve()), "mask": mask_rel, "label": "", "split": "train", "source": "hu_scan",
+            "group": name}
+
+
 def prepare_data(data_dir: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: float = 0.2,
-                 seed: int = 0, pseudo_masks: bool = False, progress: bool = True) -> PreparedData:
-    """Find the layouts in ``data_dir``, write ``out_dir``/manifest.csv, masks/ and summary.json."""
+                 seed: int = 0, pseudo_masks: bool = False, progress: bool = True,
+                 negative_scans: Sequence[str | os.PathLike] = ()) -> PreparedData:
+    """Find the layouts in ``data_dir``, write ``out_dir``/manifest.csv, masks/ and summary.json; add
+    ``negative_scans`` (whole CT scans without pneumonia) as training rows with empty masks."""
     data, out = Path(data_dir), Path(out_dir)
     if not data.is_dir():
         raise CovidMTLError(f"{data}: no such folder")
@@ -205,8 +234,8 @@ def prepare_data(data_dir: str | os.PathLike, out_dir: str | os.PathLike, val_fr
     splits = assign_splits(entries, val_fraction, seed)
 
     out.mkdir(parents=True, exist_ok=True)
-    for sub in ("medseg", "pseudo", "infnet", "covid_ct"):  # masks an earlier run wrote (ours only)
-        for old in (out / "masks" / sub).glob("*.png") if (out / "masks" / sub).is_dir() else ():
+    for sub in ("medseg", "pseudo", "infnet", "covid_ct", "negative"):  # masks an earlier run wrote (ours only)
+        for old in (out / "masks" / sub).glob("*.*") if (out / "masks" / sub).is_dir() else ():
             old.unlink()
 
     from tqdm import tqdm
@@ -240,6 +269,8 @@ def prepare_data(data_dir: str | os.PathLike, out_dir: str | os.PathLike, val_fr
                      "split": split, "source": entry.source, "group": entry.group})
     if not rows:
         raise CovidMTLError(f"{data}: layouts found but no readable images in them")
+    rows += [negative_scan_row(Path(scan), out) for scan in tqdm(negative_scans, desc="scans without pneumonia",
+                                                                  unit="scan", disable=not progress)]
 
     manifest = out / "manifest.csv"
     text = io.StringIO(newline="")
@@ -250,7 +281,7 @@ def prepare_data(data_dir: str | os.PathLike, out_dir: str | os.PathLike, val_fr
 
     summary = summarize(rows, resized, skipped)
     summary.update({"data_dir": str(data.resolve()), "val_fraction": val_fraction, "seed": seed,
-                    "pseudo_masks": pseudo_masks,
+                    "pseudo_masks": pseudo_masks, "negative_scans": [str(Path(p).resolve()) for p in negative_scans],
                     "layouts": {k: str(v) for k, v in vars(layouts).items() if v is not None},
                     "notes": notes})
     summary_path = out / "summary.json"

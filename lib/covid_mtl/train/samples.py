@@ -18,6 +18,8 @@ Which slices, and which class each slice teaches:
   "not COVID"; ``covid``/``other`` without a mask -> every kept slice takes the label (a weak label, the only one
   available); no label -> no class. A 2D image (one slice) always takes its image's label, since whoever
   labelled it labelled that slice.
+* A slice of a HU volume also carries its thick-slice version (``thick``: partial volume of the neighbouring
+  slices, ``Preprocessing.thick_pixels``), which the augmentation may show instead.
 * A slice of an image with a mask is a segmentation sample whether or not it shows lesion (an empty mask is a
   label: "no lesion here"); slices of images without a mask do not supervise the segmentation.
 
@@ -41,6 +43,7 @@ from ..io import read_image, read_mask
 from ..io.geometry import canonical
 from ..lungs.mask import lung_mask
 from ..nets.preprocessing import Preprocessing
+from .augment import THICK
 
 @dataclass(frozen=True)
 class VolumeRecord:
@@ -114,6 +117,7 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, prepr
         return []
     image_size = preprocessing.size
     pixels = preprocessing.pixels(canon, array, z_kept, plan.box).numpy()
+    thick = preprocessing.thick_pixels(canon, array, z_kept, plan.box)
     lesions = None
     if mask is not None:
         lesions = preprocessing.mask_pixels(mask, z_kept, plan.box).numpy() > 0.5
@@ -132,6 +136,7 @@ def image_slices(image: Image, mask: np.ndarray | None, label: str | None, prepr
             "source": str(image.source),
             "collection": collection or "",
             "z": int(z),
+            **({THICK: thick[i][None].numpy().astype(np.float32)} if thick is not None else {}),
         })
     return samples
 
