@@ -1,9 +1,9 @@
-"""``make bench``: every benchmark, one after the other (about 18 minutes on 2 CPU cores)."""
+"""``make bench``: every benchmark, one after the other (about 25 minutes on 2 CPU cores)."""
 from __future__ import annotations
 
 import sys
 
-from bench import archive, infer_volume, lungmask, pacs, surroundings, throughput
+from bench import archive, infer_volume, lungmask, pacs, robustness, surroundings, throughput, whole_scans
 
 
 def main() -> int:
@@ -11,6 +11,8 @@ def main() -> int:
     infer_volume.main(["--repeats", "2"] if "--quick" in sys.argv else [])
     lungmask.main(["--repeats", "1"] if "--quick" in sys.argv else [])
     surroundings.main([])
+    robustness.main([])
+    whole_scans.main([])
     archive.main([])
     pacs.main(["--repeats", "1"] if "--quick" in sys.argv else ["--repeats", "2"])
     try:

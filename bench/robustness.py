@@ -8,7 +8,8 @@ Writes ``out/bench/robustness.json``. The manifest is made when absent (``covid-
 
     python -m bench.robustness [--checkpoint PATH] [--manifest PATH] [--compare PATH]
 
-``--compare`` adds a second checkpoint's column (e.g. the previous packaged model).
+``--compare`` adds a second checkpoint's table (e.g. the previous packaged model); ``robustness.png`` beside the
+JSON shows both as bars.
 """
 from __future__ import annotations
 
@@ -77,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_f(row['dice_global']):>8}{_f(row['auc']):>7}{_f(row['auc_change'], True):>8}{flag}")
         worst = min((r["dice_change"] for r in tables[key] if r["dice_change"] is not None), default=None)
         print(f"largest Dice fall: {_f(worst, True)} (tolerance {args.tolerance:.2f})")
-    save("robustness", {"manifest": str(manifest), "models": models, "tables": tables,
-                        "tolerance": args.tolerance})
+    from covid_mtl.evaluation.plots import plot_robustness
+
+    path = save("robustness", {"manifest": str(manifest), "models": models, "tables": tables,
+                               "tolerance": args.tolerance})
+    figure = plot_robustness({models[k]: rows for k, rows in tables.items()}, path.with_suffix(".png"),
+                             tolerance=args.tolerance)
+    print(f"wrote {path} and {figure}")
     return 0
 
 

@@ -129,6 +129,17 @@ def test_prepare_data_adds_negative_scans_as_training_rows(tmp_path):
     assert negatives[0].mask and (tmp_path / "out" / "masks" / "negative" / "lidc_like.nii.gz").exists()
     assert result.summary["counts"]["hu_scan"]["train"]
 
+    # a smoke run of the augmented training on them: the recipe is recorded in the checkpoint it writes
+    from covid_mtl.cli import main
+    from covid_mtl.nets.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    assert main(["train", "--manifest", str(result.manifest), "--config", "tiny", "--image-size", "32", "--out",
+                 str(out), "--max-steps", "3", "--batch-size", "4", "--device", "cpu", "--threads", "1"]) == 0
+    meta = load_checkpoint(out / "last.pt").meta
+    assert Preprocessing.from_meta(meta, 32).augmentation == Augmentation()
+    assert meta["preprocessing"]["augmentation"]["window_slope"] == list(Augmentation().window_slope)
+
 
 @pytest.mark.parametrize("name", [n for n in REMAPS if n != "plain"])
 def test_display_remaps_change_an_8bit_export_and_keep_its_bit_depth(name):

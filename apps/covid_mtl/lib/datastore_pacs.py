@@ -15,7 +15,8 @@ A ``final`` label (``PUT /datastore/label``) passes the file datastore's checks,
 ``covid_mtl.measure.dicom_seg``: a new SEG series each time, with the class in its Content Description) stored in
 the PACS, and only once the PACS has stored it is it written to the cache. Corrections other tools or servers stored
 in the PACS are read back (:meth:`PacsDatastore.sync_corrections`): for each series the newest SEG that lies on it
-becomes its ``final`` label; one on another grid is refused and logged. The PACS itself is never changed except by
+becomes its ``final`` label (the AI's own SEGs, all segments AUTOMATIC, are not corrections); one on another grid
+is refused and logged. A viewer's SEG (OHIF's export) comes in through ``lib.viewer_seg``. The PACS itself is never changed except by
 adding SEGs: uploads and deletions are refused.
 """
 from __future__ import annotations
@@ -81,6 +82,13 @@ def series_info(ds) -> Dict[str, str]:
     return {k: _text(ds, k) for k in SERIES_FIELDS if _text(ds, k)}
 
 
+def is_ai_result(ds) -> bool:
+    """A SEG whose segments are all AUTOMATIC: an AI's result (``store_results``), not a person's correction.
+    Corrections are SEMIAUTOMATIC (this server's) or MANUAL (OHIF's, Slicer's)."""
+    kinds = {_text(segment, "SegmentAlgorithmType").upper() for segment in ds.get("SegmentSequence") or []}
+    return kinds == {"AUTOMATIC"}
+
+
 @dataclass(frozen=True)
 class Correction:
     """One SEG instance in the PACS and the CT series it references."""
@@ -93,6 +101,8 @@ class Correction:
 
     @classmethod
     def from_metadata(cls, ds) -> Optional["Correction"]:
+        if is_ai_result(ds):  # the model's own mask (store_results) is never a correction to train on
+            return None
         referenced = ds.get("ReferencedSeriesSequence") or []
         if not referenced or not _text(referenced[0], "SeriesInstanceUID"):
             return None
@@ -240,6 +250,13 @@ class PacsDatastore(ValidatingDatastore):
             label_info.update(self._store_correction(image_id, label, label_info.get("classification")))
         return self.write_label(image_id, label_filename, label_tag, label_info)
 
+    def final_label_info(self, image_id: str) -> Dict[str, Any]:
+        """The info of the series' ``final`` label ({} when it has none), the PACS's corrections synced first."""
+        self.sync_corrections({image_id})
+        self._fresh()
+        obj = self.model.objects.get(image_id)
+        return dict(obj.labels[FINAL].info) if obj is not None and FINAL in obj.labels else {}
+
     def _store_correction(self, image_id: str, label, classification: Optional[str]) -> Dict[str, str]:
         source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
         with tempfile.TemporaryDirectory(prefix="covid-mtl-seg-") as tmp:
@@ -383,4 +400,4 @@ class PacsDatastore(ValidatingDatastore):
         super().remove_label(label_id, label_tag)
 
 
-__all__ = ["PacsDatastore", "default_cache", "url_key", "from_monailabel_settings", "Correction"]
+__all__ = ["PacsDatastore", "default_cache", "url_key", "from_monailabel_settings", "Correction", "is_ai_result"]

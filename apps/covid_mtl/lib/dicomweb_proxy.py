@@ -11,9 +11,14 @@ Orthanc's REST API and deleted the whole PACS. Here a request passes only when i
   and dots, frame lists are numbers).
 
 The PACS URL is then rebuilt from those checked segments (``urllib.parse``), never from the client's text; the query
-string is passed as sent. Everything else (POST, STOW-RS, Orthanc's REST API, the proxy without an operation) is
-refused before MONAI Label reads a byte of the body. Writes into the PACS go only through the server's own client
-(``lib.pacs_client``): correction SEGs.
+string is passed as sent.
+
+One write is taken, never forwarded: ``POST /proxy/dicom/wado/studies`` (OHIF's STOW-RS of its *Export DICOM SEG*)
+with a multipart DICOM body, handed to ``lib.viewer_seg``, which checks it is one SEG lying on a CT series of the
+PACS and saves it as that series' ``final`` label; the server's own client (``lib.pacs_client``) then stores a new
+correction SEG. Everything else (other POSTs, STOW-RS of anything but such a SEG, Orthanc's REST API, the proxy
+without an operation) is refused before MONAI Label reads a byte of the body. Writes into the PACS go only through
+the server's own client: correction SEGs and, with ``store_results``, the AI's SEG and SR.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from lib.errors import BadRequest, NotFound, Refused
+from lib import viewer_seg
+from lib.errors import BadRequest, NotFound, Refused, TooLarge
 
 PROXY_PREFIX = "/proxy/"
 READ_ROOTS = ("/proxy/dicom/qido/", "/proxy/dicom/wado/")
@@ -43,8 +49,8 @@ STORED_INSTANCES = 'multipart/related; type="application/dicom"; transfer-syntax
 CONTROL = re.compile(r"[\x00-\x20\x7f\\]")  # control characters, spaces (CR LF: header injection), backslashes
 
 ACCEPT = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,511}")  # printable ASCII: no header injection
-WHAT_PASSES = ("the DICOMweb proxy passes a viewer's reads only: GET /proxy/dicom/qido/... or /proxy/dicom/wado/... "
-               "on studies, series, instances, metadata, frames and bulk data")
+WHAT_PASSES = ("the DICOMweb proxy passes a viewer's reads: GET /proxy/dicom/qido/... or /proxy/dicom/wado/... "
+               "on studies, series, instances, metadata, frames and bulk data; " + viewer_seg.WHAT_PASSES)
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ def viewer_read(method: str, raw_path: str, query: str = "") -> ViewerRead:
         raise BadRequest(f"proxy path of {len(raw_path)} characters (at most {MAX_PATH_CHARS}); {WHAT_PASSES}")
     if method.upper() not in READ_METHODS:
         raise Refused(f"{method} through the DICOMweb proxy is refused: nothing is written into the PACS through "
-                      f"this server except its own correction SEGs; {WHAT_PASSES}")
+                      f"this server except its own SEGs; {WHAT_PASSES}")
     root = next((r for r in READ_ROOTS if raw_path.startswith(r)), None)
     if root is None:
         raise Refused(f"proxy path {raw_path[:200]!r} is not a DICOMweb read; {WHAT_PASSES}")
@@ -164,6 +170,8 @@ async def forward(request, op: str, path: str):
     from lib.pacs_client import PacsClient
     from starlette.concurrency import run_in_threadpool
 
+    if viewer_seg.is_store(request.method, target(request.scope)[0]):
+        return await viewer_seg.store(request)
     read = viewer_read(request.method, *target(request.scope))
     client = getattr(app_instance().datastore(), "client", None)
     if not isinstance(client, PacsClient):
@@ -202,9 +210,15 @@ def under_proxy(path: str) -> bool:
 
 
 def refusal(scope) -> Optional[Exception]:
-    """The error for a proxy request (ASGI ``scope``) that must not be forwarded, else None."""
+    """The error for a proxy request (ASGI ``scope``) that must not be forwarded (or taken as a viewer's SEG),
+    else None."""
+    raw_path, query = target(scope)
     try:
-        viewer_read(scope["method"], *target(scope))
-    except (BadRequest, Refused) as exc:
+        if viewer_seg.is_store(scope["method"], raw_path):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            viewer_seg.check_request(query, headers)
+        else:
+            viewer_read(scope["method"], raw_path, query)
+    except (BadRequest, Refused, TooLarge) as exc:
         return exc
     return None

@@ -10,8 +10,9 @@
 - JSON 4xx instead of MONAI Label's bare 500 for bad input (unknown ids, malformed ``params``, unreadable files),
   with server folders stripped from the message; the status of each error comes from ``lib.http_errors``.
 - JWT validation that works (``monailabel_compat.pin_jwt_algorithms``).
-- MONAI Label's DICOMweb proxy (``/proxy/...``) passes a viewer's reads only (``lib.dicomweb_proxy``): everything
-  else is refused and logged here, before MONAI Label routes it or reads its body.
+- MONAI Label's DICOMweb proxy (``/proxy/...``) passes a viewer's reads and takes one write, a viewer's correction
+  SEG (``lib.dicomweb_proxy``, ``lib.viewer_seg``): everything else is refused and logged here, before MONAI Label
+  routes it or reads its body.
 """
 from __future__ import annotations
 

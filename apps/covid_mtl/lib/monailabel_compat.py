@@ -248,6 +248,27 @@ def auth_enabled() -> bool:
     return bool(settings.MONAI_LABEL_AUTH_ENABLE)
 
 
+def has_role(authorization: Optional[str], role: str) -> bool:
+    """Whether the bearer token in ``authorization`` carries MONAI Label's ``role`` (``admin``, ``reviewer``,
+    ``annotator``, ``user``: the role names as configured, ``MONAI_LABEL_AUTH_ROLE_*``); always True with
+    authentication off, as MONAI Label's ``RBAC``. For a route whose MONAI Label dependency checks a weaker role
+    than what the request does (the DICOMweb proxy checks ``user``; a SEG it stores is a correction)."""
+    from monailabel.config import settings
+    from monailabel.endpoints.user.auth import from_token
+
+    if not settings.MONAI_LABEL_AUTH_ENABLE:
+        return True
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    try:
+        user = from_token(token.strip())
+    except Exception:  # an invalid or expired token holds no role
+        return False
+    wanted = getattr(settings, f"MONAI_LABEL_AUTH_ROLE_{role.upper()}", role)
+    return wanted in (user.roles or [])
+
+
 # ----- the local datastore --------------------------------------------------------------------------------------------
 class LocalDatastoreBase(LocalDatastore):
     """``LocalDatastore`` with its private state under public names, and its private hooks routed to methods a

@@ -1,7 +1,8 @@
 // covid-mtl's configuration of MONAI Label's bundled OHIF (served at /ohif/app-config.js instead of MONAI Label's).
 // Changed from MONAI Label 0.8.5's: no DICOM upload and no reject from the viewer. The server's DICOMweb proxy
-// passes a viewer's reads only (apps/covid_mtl/lib/dicomweb_proxy.py); writes into the PACS go through the
-// server's own client (correction SEGs). See docs/SECURITY.md.
+// passes a viewer's reads (apps/covid_mtl/lib/dicomweb_proxy.py) and one write: the DICOM SEG that OHIF's
+// "Export DICOM SEG" stores (STOW-RS to wadoRoot + "/studies"), which the server checks and saves as the series'
+// correction (apps/covid_mtl/lib/viewer_seg.py); the PACS gets the server's own correction SEG. See docs/SECURITY.md.
 window.config = {
   routerBasename: '/ohif/',
   showStudyList: true,

@@ -97,3 +97,30 @@ def _save(fig: Figure, path: str | Path, tight: bool = True) -> Path:
         fig.tight_layout()
     fig.savefig(path, format="png")
     return path
+
+
+def plot_robustness(tables: dict[str, Sequence[dict]], path: str | Path, key: str = "dice",
+                    tolerance: float | None = 0.03) -> Path:
+    """Grouped bars of ``key`` (e.g. Dice) per display re-map, one bar per model (``tables``: model name -> rows
+    of ``evaluation.robustness.table_rows``); a dashed line marks plain minus ``tolerance`` for each model."""
+    names = [row["remap"] for row in next(iter(tables.values()))]
+    fig = Figure(figsize=(max(6.0, 0.9 * len(names) + 2), 4), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(tables))
+    for i, (model, rows) in enumerate(tables.items()):
+        values = [np.nan if r[key] is None else r[key] for r in rows]
+        bars = ax.bar(np.arange(len(names)) + (i - (len(tables) - 1) / 2) * width, values, width, label=model)
+        if tolerance is not None and rows and rows[0][key] is not None:
+            ax.axhline(rows[0][key] - tolerance, color=bars.patches[0].get_facecolor(), ls="--", lw=1)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel(key)
+    lows = [r[key] for rows in tables.values() for r in rows if r[key] is not None]
+    if lows:
+        ax.set_ylim(max(0.0, min(lows) - 0.1), min(1.0, max(lows) + 0.05))
+    ax.set_title(f"validation {key} per display re-map (dashed: plain - {tolerance})")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
