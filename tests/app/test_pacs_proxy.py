@@ -286,3 +286,27 @@ def test_jpeg2000_frames_pass_as_stored_and_the_pacs_never_transcodes(site: Site
         assert list(pool.map(frame, uids * 3)) == [200] * (3 * len(uids))  # a viewer's load, in parallel
     after = pacs_state(site.orthanc)
     assert after["alive"] and after["starts"] == before["starts"]
+
+
+def test_with_authentication_on_a_viewers_seg_needs_the_annotator_role(site: Site) -> None:
+    """The one write the proxy takes (``lib.viewer_seg``: OHIF's exported SEG becomes the series' correction) needs
+    what ``PUT /datastore/label`` needs: a token (401) with the annotator role (403 for a user-role token)."""
+    import numpy as np
+
+    from covid_mtl.io import read_image
+    from tests.app.test_pacs_seg_upload import STORE, ohif_body, ohif_seg, part10
+
+    source = read_image(SAMPLE_SERIES)
+    mask = np.zeros(source.array.shape, np.uint8)
+    mask[2:4, 10:30, 10:30] = 1
+    body, headers = ohif_body(part10(ohif_seg([Path(f) for f in source.meta["files"]], mask)))
+    before = pacs_state(site.orthanc)
+    for token, status in ((None, 401), (site.realm.token(USER), 403)):
+        extra = bearer(token) if token else {}
+        reply = requests.post(site.auth_url + STORE, data=body, headers={**headers, **extra}, timeout=TIMEOUT)
+        assert reply.status_code == status, reply.text[:300]
+    assert pacs_state(site.orthanc) == before
+    reply = requests.post(site.auth_url + STORE, data=body, timeout=TIMEOUT,
+                          headers={**headers, **bearer(site.realm.token(ANNOTATOR, USER))})
+    assert reply.status_code == 200, reply.text[:300]
+    assert len(pacs_state(site.orthanc)["instances"]) == len(before["instances"]) + 1  # the correction SEG

@@ -34,8 +34,9 @@ import re
 import tempfile
 from typing import Any, Dict, List, Tuple
 
-from lib.errors import AlreadyExists, BadRequest, NotFound, Refused, TooLarge, Unprocessable
+from lib.errors import AlreadyExists, AppError, BadRequest, NotFound, Refused, TooLarge, Unprocessable
 
+from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
 from covid_mtl.measure.dicom_seg import SEG_STORAGE, read_dicom_seg, seg_classification
 
@@ -205,16 +206,21 @@ async def store(request):
     from lib.pacs_client import PacsClient
     from starlette.concurrency import run_in_threadpool
 
-    if not has_role(request.headers.get("authorization"), "annotator"):
-        raise Refused("saving a correction needs the annotator role")
-    datastore = app_instance().datastore()
-    if not isinstance(getattr(datastore, "client", None), PacsClient):
-        raise NotFound("this server serves a folder of studies, not a PACS: save corrections with "
-                       "PUT /datastore/label")
-    check_request("", {k.lower(): v for k, v in request.headers.items()})
-    body = await read_body(request)
-    seg = single_instance(body, request.headers.get("content-type", ""))
-    saved = await run_in_threadpool(save_correction, datastore, seg)
+    try:
+        if not has_role(request.headers.get("authorization"), "annotator"):
+            raise Refused("saving a correction needs the annotator role")
+        datastore = app_instance().datastore()
+        if not isinstance(getattr(datastore, "client", None), PacsClient):
+            raise NotFound("this server serves a folder of studies, not a PACS: save corrections with "
+                           "PUT /datastore/label")
+        check_request("", {k.lower(): v for k, v in request.headers.items()})
+        body = await read_body(request)
+        seg = single_instance(body, request.headers.get("content-type", ""))
+        saved = await run_in_threadpool(save_correction, datastore, seg)
+    except (AppError, CovidMTLError) as exc:  # logged like the proxy's other refusals (lib.http_guard)
+        client = (request.scope.get("client") or ("?",))[0]
+        logger.warning(f"DICOMweb proxy refused the viewer SEG from {client}: {exc}")
+        raise
     headers = {"X-Covid-MTL-Classification": str(saved.get("classification", "")),
                "X-Covid-MTL-Class-Assumed": "true" if saved.get("class_assumed") else "false"}
     return JSONResponse(stow_reply(saved), media_type="application/dicom+json", headers=headers)
