@@ -35,9 +35,11 @@ def manifest_path(given: str | None) -> Path | None:
     return MANIFEST
 
 
-def measure(checkpoint: str | None, manifest: Path) -> list[dict]:
+def measure(checkpoint: str | None, manifest: Path) -> tuple[str, list[dict]]:
+    """(model version, table rows) of one model."""
     from covid_mtl.evaluation.robustness import robustness, table_rows
     from covid_mtl.io.manifest import read_manifest
+    from covid_mtl.measure.summary import model_version
     from covid_mtl.predict.predictor import Predictor
 
     from covid_mtl.nets.packaged import packaged_model_path
@@ -45,7 +47,7 @@ def measure(checkpoint: str | None, manifest: Path) -> list[dict]:
     predictor = Predictor.from_checkpoint(checkpoint or packaged_model_path())
     rows = [r for r in read_manifest(manifest) if r.split == "val" and r.source in ("medseg", "covid_ct")
             and (r.label or r.mask)]
-    return table_rows(robustness(predictor, rows, progress=True))
+    return model_version(predictor), table_rows(robustness(predictor, rows, progress=True))
 
 
 def _f(value: float | None, signed: bool = False) -> str:
@@ -66,10 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     models = {"model": args.checkpoint or "packaged"}
     if args.compare:
         models["compare"] = args.compare
-    tables = {key: measure(None if path == "packaged" else path, manifest) for key, path in models.items()}
+    measured = {key: measure(None if path == "packaged" else path, manifest) for key, path in models.items()}
+    tables = {key: rows for key, (_, rows) in measured.items()}
+    names = {key: f"{version} ({key})" for key, (version, _) in measured.items()}
     print(f"\nrobustness on the validation rows of {manifest} (Dice: MedSeg, mean per slice; AUC: COVID-CT)")
     for key, path in models.items():
-        print(f"\n{key}: {path}")
+        print(f"\n{names[key]}: {path}")
         print(f"{'re-map':<16}{'Dice':>7}{'change':>8}{'global':>8}{'AUC':>7}{'change':>8}")
         for row in tables[key]:
             flag = ("  <- Dice falls more than the tolerance"
@@ -80,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"largest Dice fall: {_f(worst, True)} (tolerance {args.tolerance:.2f})")
     from covid_mtl.evaluation.plots import plot_robustness
 
-    path = save("robustness", {"manifest": str(manifest), "models": models, "tables": tables,
+    path = save("robustness", {"manifest": str(manifest), "models": models, "versions": names, "tables": tables,
                                "tolerance": args.tolerance})
-    figure = plot_robustness({models[k]: rows for k, rows in tables.items()}, path.with_suffix(".png"),
+    figure = plot_robustness({names[k]: rows for k, rows in tables.items()}, path.with_suffix(".png"),
                              tolerance=args.tolerance)
     print(f"wrote {path} and {figure}")
     return 0

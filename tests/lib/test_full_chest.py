@@ -104,7 +104,7 @@ def test_lesion_only_inside_the_lungs_and_only_lung_slices_run(analyses, name: s
     has_lung = (analysis.lung.labels > 0).any(axis=(1, 2))
     assert not run[~has_lung].any() and run.sum() >= 0.8 * has_lung.sum()
     q = analysis.result["quantification"]
-    assert q["lesion_outside_lung_ml"] > q["lesion_ml"]  # the network paints outside; it is dropped, and said
+    assert q["lesion_outside_lung_ml"] >= 0  # what the network paints outside is dropped, and said
     assert analysis.result["aggregation"]["slices_used"] == run.sum()
 
 
@@ -113,15 +113,17 @@ def test_lungs_without_pneumonia_are_not_called_covid(analyses, name: str) -> No
     assert analyses[name].result["label"] != "covid", analyses[name].result["statement"]
 
 
-@pytest.mark.parametrize("name", ["lidc0001", "lidc0002", "lungdx_a0002"])
+@pytest.mark.parametrize("name", NO_PNEUMONIA)
 def test_lungs_without_pneumonia_hold_little_lesion(analyses, name: str) -> None:
+    """Under 30 mL, the scans the packaged model learnt as negatives (lidc0001, lidc0002, lungdx_a0002) and the two
+    it did not (lidc0003, lungdx_a0001: its tumour drew 33.5 mL from the model before issue 30) alike."""
     assert analyses[name].result["quantification"]["lesion_ml"] < 30
 
 
 @pytest.mark.parametrize("name", sorted(TUMOUR_Z_MM))
 def test_lungdx_lesion_sits_at_its_tumour(analyses, name: str) -> None:
-    """The packaged model paints the tumours' hazy margins (lungdx_a0001: 33 mL, over the 30 mL a normal lung may
-    hold; issue 30 trains scans as negatives): what it paints lies at the tumour, not on the couch or elsewhere."""
+    """What the packaged model still paints on these scans is the tumours' hazy margins: it lies at the tumour, not
+    on the couch or elsewhere."""
     analysis = analyses[name]
     lesion = analysis.lesion > 0
     voxel_ml = float(np.prod(analysis.canonical.spacing)) / 1000
