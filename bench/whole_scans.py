@@ -45,15 +45,10 @@ def trained_scans(manifest: Path) -> set[str]:
     return {Path(r.image).name.split(".")[0] for r in read_manifest(manifest) if r.source == "hu_scan"}
 
 
-def export_8bit(hu: np.ndarray, width: float, level: float) -> np.ndarray:
-    """A slice as an 8-bit lung-window export (0..255)."""
-    low = level - width / 2
-    return np.round(np.clip((hu - low) / width, 0.0, 1.0) * 255.0).astype(np.float32)
-
-
 def measure_scan(predictor, name: str, n_slices: int) -> dict:
     from covid_mtl.image import Image
     from covid_mtl.io import read_image
+    from covid_mtl.io.normalize import lung_window_u8
     from covid_mtl.measure.analysis import analyze
 
     analysis = analyze(read_image(FULL_CHEST / name), predictor)
@@ -62,17 +57,16 @@ def measure_scan(predictor, name: str, n_slices: int) -> dict:
     zones = {zone: round(float(v.get("percent_involved", 0.0)), 1) for zone, v in (q.get("zones") or {}).items()
              if isinstance(v, dict)}
     canon, pred = analysis.canonical, analysis.prediction
-    plan = predictor.preprocessing.plan(canon, canon.array, analysis.lung.labels)
     ran = np.flatnonzero(pred.lung_slices)
     chosen = ran[np.linspace(0, len(ran) - 1, min(n_slices, len(ran))).round().astype(int)] if len(ran) else ran
-    y0, y1, x0, x1 = plan.box
+    y0, y1, x0, x1 = pred.geometry["lung_box_yx"]  # the box the network saw (the lung labels may have grown since)
     p_hu = pred.slice_probabilities[chosen, 0]
     p_export = {}
     for window, (width, level) in EXPORTS.items():
         values = []
         for z in chosen:
-            crop = export_8bit(canon.array[z, y0:y1, x0:x1], width, level)
-            export = Image(crop[None], None, None, False, f"{name}-{z}.png", bit_depth=8)
+            crop = lung_window_u8(canon.array[z, y0:y1, x0:x1], (level - width / 2, level + width / 2))
+            export = Image(crop[None].astype(np.float32), None, None, False, f"{name}-{z}.png", bit_depth=8)
             values.append(predictor.predict(export).probabilities["covid"])
         p_export[window] = np.asarray(values, float)
     return {

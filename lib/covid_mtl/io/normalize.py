@@ -39,7 +39,8 @@ def normalize(image: Image) -> np.ndarray:
     return normalize_array(image.array, image.is_hu, image.bit_depth)
 
 
-def lung_window_u8(hu: np.ndarray) -> np.ndarray:
-    """8-bit rendering of HU in the lung window, as a radiologist's screenshot would have it."""
-    low, high = LUNG_WINDOW
+def lung_window_u8(hu: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> np.ndarray:
+    """8-bit rendering of HU in a lung window (``window``: the HU mapped to 0 and 255), as a radiologist's
+    screenshot would have it."""
+    low, high = window
     return np.rint((np.clip(hu.astype(np.float32), low, high) - low) * (255.0 / (high - low))).astype(np.uint8)
