@@ -56,7 +56,14 @@ def test_each_infer_stores_a_seg_and_an_sr_that_reference_the_series(stored):
     study = str(pydicom.dcmread(next(SAMPLE_SERIES.iterdir()), stop_before_pixels=True).StudyInstanceUID)
     assert str(seg.StudyInstanceUID) == str(sr_ds.StudyInstanceUID) == study  # under the CT's study
     segment = seg.SegmentSequence[0]
-    assert segment.SegmentAlgorithmType == "AUTOMATIC" and segment.SegmentLabel == "COVID-19 lesion"
+    assert segment.SegmentAlgorithmType == "AUTOMATIC"
+    # what OHIF shows without opening the SR: the call in the series descriptions, the measures in the segment name
+    call = "COVID-19" if result["label"] == "covid" else "non-COVID"
+    p = f"P {result['probabilities']['covid']:.2f}"
+    assert seg.SeriesDescription.startswith(f"covid-mtl AI: {call}, {p}")
+    assert sr_ds.SeriesDescription.startswith(f"covid-mtl report: {call}, {p}")
+    assert segment.SegmentLabel.startswith(f"COVID-19 lesion {result['quantification']['lesion_ml']:.1f} mL")
+    assert max(map(len, (seg.SeriesDescription, sr_ds.SeriesDescription, segment.SegmentLabel))) <= 64
     assert result["model_version"] in seg.SoftwareVersions
     mask = read_dicom_seg(seg, source)  # lies on the series, voxel for voxel
     voxel_ml = float(np.prod(source.spacing)) / 1000.0

@@ -34,6 +34,7 @@ from tests.server import app_module
 
 TIMEOUT = 300
 STORE = "/proxy/dicom/wado/studies"  # OHIF: wadoRoot + "/studies"
+OHIF_EXPORT = Path(__file__).parents[1] / "fixtures" / "ohif_export_seg.dcm"
 
 
 def ohif_seg(files: list[Path], mask: np.ndarray, name: str = "Lesions", **changes) -> pydicom.Dataset:
@@ -123,7 +124,9 @@ def test_a_seg_exported_from_ohif_becomes_the_final_label_and_a_correction_seg_i
     assert set(before) < set(after) and len(after) == len(before) + 1  # one instance added, nothing else changed
     (new,) = set(after) - set(before)
     stored = pacs.seg_file(new)
-    assert stored.SOPInstanceUID == stored_uid != seg.SOPInstanceUID  # the server's SEG, not the viewer's
+    # the server's SEG under the viewer's UIDs: OHIF loads back, by those UIDs, the SEG it believes it stored
+    assert stored.SOPInstanceUID == stored_uid == seg.SOPInstanceUID
+    assert stored.SeriesInstanceUID == seg.SeriesInstanceUID and stored.Manufacturer != seg.Manufacturer
     assert stored.StudyInstanceUID == seg.StudyInstanceUID
     assert stored.ReferencedSeriesSequence[0].SeriesInstanceUID == pacs.ct_series
     assert stored.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
@@ -163,6 +166,48 @@ def test_the_name_typed_in_ohif_gives_the_class_and_a_second_export_supersedes_t
     assert sop_uids(pacs) == after and final_info(pacs) == info
 
 
+def test_a_seg_as_ohif_itself_wrote_it_is_taken_and_ohif_can_load_it_back(pacs, source):
+    """``tests/fixtures/ohif_export_seg.dcm``: what OHIF 3 (MONAI Label 0.8.5's build) sent for one brush stroke on
+    the sample series, captured in Chromium. dcmjs writes no Spatial Locations Preserved, only the painted frame,
+    and a MANUAL segment; OHIF then retrieves the instance by its UIDs through the proxy to show it."""
+    seg = pydicom.dcmread(OHIF_EXPORT)
+    assert int(seg.NumberOfFrames) == 1 and "SpatialLocationsPreserved" not in str(seg.PerFrameFunctionalGroupsSequence)
+    expected = read_dicom_seg(seg, source)
+    assert expected.sum() > 100 and np.count_nonzero(expected.any(axis=(1, 2))) == 1
+    time.sleep(0.01)
+    reply = store(pacs.server.url, OHIF_EXPORT.read_bytes())
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-covid-mtl-class-assumed"] == "true"  # named "Segmentation 1": no class in the name
+    study, series, instance = seg.StudyInstanceUID, seg.SeriesInstanceUID, seg.SOPInstanceUID
+    back = requests.get(f"{pacs.server.url}/proxy/dicom/wado/studies/{study}/series/{series}/instances/{instance}",
+                        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+                        timeout=TIMEOUT)
+    assert back.status_code == 200, back.text[:300]
+    stored = pydicom.dcmread(io.BytesIO(back.content[back.content.index(b"\r\n\r\n") + 4:]), force=True)
+    assert stored.SOPInstanceUID == instance and stored.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    np.testing.assert_array_equal(read_dicom_seg(stored, source), expected)
+    assert final_info(pacs)["viewer_seg_instance"] == instance
+
+
+def test_viewer_uids_the_pacs_already_holds_are_never_reused(pacs, source, files):
+    """A SEG claiming a CT slice's SOP Instance UID: the correction is stored under new UIDs; the slice is kept."""
+    ct = pydicom.dcmread(files[0], stop_before_pixels=True)
+    seg = ohif_seg(files, box(source.array.shape, slice(5, 7), slice(40, 60), slice(40, 60)),
+                   SOPInstanceUID=ct.SOPInstanceUID)
+    before = sop_uids(pacs)
+    time.sleep(0.01)
+    reply = store(pacs.server.url, part10(seg))
+    assert reply.status_code == 200, reply.text
+    (new,) = set(sop_uids(pacs)) - set(before)
+    stored = pacs.seg_file(new)
+    assert stored.SOPInstanceUID != ct.SOPInstanceUID and stored.SeriesInstanceUID != seg.SeriesInstanceUID
+    assert set(before) < set(sop_uids(pacs))
+    kept = [i for i in pacs.orthanc.get("/instances", params={"expand": ""}).json()
+            if i["MainDicomTags"].get("SOPInstanceUID") == ct.SOPInstanceUID]
+    assert len(kept) == 1
+    assert pydicom.dcmread(io.BytesIO(pacs.orthanc.get(f"/instances/{kept[0]['ID']}/file").content)).Modality == "CT"
+
+
 def shifted_copy(files: list[Path], dest: Path) -> list[Path]:
     """The series with the same UIDs, every slice moved 15 mm: a SEG drawn on it does not lie on the PACS's."""
     dest.mkdir()
@@ -187,6 +232,8 @@ def bad_requests(pacs, source, files, tmp_path) -> list[tuple]:
     two_series = ohif_seg(files, mask)
     two_series.ReferencedSeriesSequence.append(pydicom.Dataset())
     two_series.ReferencedSeriesSequence[1].SeriesInstanceUID = pacs.other_series
+    tilted = ohif_seg(files, mask)
+    tilted.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = [1, 0, 0, 0, 0.8, 0.6]
     s = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     return [
         ("a CT image, not a SEG", 403, [ct], STORE, {}, None),
@@ -195,6 +242,7 @@ def bad_requests(pacs, source, files, tmp_path) -> list[tuple]:
         ("a SEG drawn on a shifted copy of the series", 422,
          [part10(ohif_seg(shifted_copy(files, tmp_path / "shifted"), mask))], STORE, {}, None),
         ("a SEG under another study", 422, [other_study], STORE, {}, None),
+        ("a SEG whose frames are tilted", 422, [part10(tilted)], STORE, {}, None),
         ("a SEG referencing two series", 422, [part10(two_series)], STORE, {}, None),
         ("two instances in one request", 400, [good, good], STORE, {}, None),
         ("not DICOM", 400, [b"not a dicom file" * 20], STORE, {}, None),

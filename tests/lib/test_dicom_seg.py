@@ -44,6 +44,8 @@ def test_seg_round_trip(series, tmp_path: Path) -> None:
     assert segment.AnatomicRegionSequence[0].CodeValue == "39607008"
     assert segment.SegmentAlgorithmName == "covid-mtl"
     assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == "tiny-0123456789ab"
+    lightness, a, b = segment.RecommendedDisplayCIELabValue  # the reports' red: light, red (a > 0), warm (b > 0)
+    assert 0.3 < lightness / 65535 < 0.7 and a / 65535 > 0.7 and b / 65535 > 0.6
     # references: same study, series, frame of reference and every source instance
     assert ds.StudyInstanceUID == image.meta["study_uid"]
     assert ds.FrameOfReferenceUID == image.meta["frame_of_reference_uid"]

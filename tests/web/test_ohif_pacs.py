@@ -3,18 +3,26 @@
 A real Orthanc (no GDCM plugin: it cannot transcode JPEG 2000) holds the uncompressed sample series and, when
 ``../shared`` is there, lidc0003 (JPEG 2000) and ricord0082 (JPEG lossless); a real covid-mtl server serves it.
 OHIF opens each study: every frame request must answer 200 (before, each JPEG 2000 frame answered 500: MONAI Label's
-proxy let the PACS transcode), the viewport must show the CT, and Orthanc must still be up, never restarted.
-Screenshots go to ``out/ohif-test/``.
+proxy let the PACS transcode), the viewport must show the CT, and Orthanc must still be up, never restarted. Then:
+Run in the MONAI Label mode shows the overlay; the stored SEG and SR show the call and the measures; a brush stroke
+exported from the segmentation mode reaches the PACS and OHIF shows it back. Screenshots go to ``out/ohif-test/``
+(copies in ``docs/``).
 """
 from __future__ import annotations
 
+import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import requests
+
+from covid_mtl.io import read_image
+from covid_mtl.measure.dicom_seg import read_dicom_seg
 
 from pacs.orthanc import dicom_files, running
 from tests.pacs_site import SAMPLE_SERIES, require_orthanc, server_env
@@ -137,15 +145,97 @@ def test_run_in_the_monai_label_panel_shows_the_lesion_overlay(site, browser):
     page.close()
 
 
-def test_the_stored_seg_and_sr_are_listed_with_the_study(site, browser):
-    """After Run (``store_results`` on), the study holds the AI's SEG and SR: OHIF lists them beside the CT."""
+def test_the_stored_seg_and_sr_show_the_call_and_the_measures(site, browser):
+    """After Run (``store_results`` on), the study holds the AI's SEG and SR. OHIF shows no report text for a
+    volumetric SR, so the call is in both series' descriptions (the study browser) and the measures in the segment's
+    name (the segmentation panel, once the SEG is opened)."""
     orthanc, server, series = site
     study = str(pydicom.dcmread(series["sample (uncompressed)"][0], stop_before_pixels=True).StudyInstanceUID)
     modalities = {s["MainDicomTags"].get("Modality") for s in orthanc.get("/series", params={"expand": ""}).json()}
     assert {"SEG", "SR"} <= modalities  # stored by the Run of the test before
     page = browser.new_page()
     page.goto(f"{server.url}/ohif/viewer?StudyInstanceUIDs={study}")
-    page.get_by_text("COVID-19 analysis (covid-mtl)").first.wait_for()  # the SR's series description
-    page.get_by_text("COVID-19 lesion (covid-mtl)").first.wait_for()  # the SEG's
+    page.get_by_text("Confirm and Hide").click()
+    page.get_by_text("covid-mtl report: COVID-19, P").first.wait_for()  # the SR's series description
+    page.get_by_text("covid-mtl AI: COVID-19, P").first.dblclick()  # the SEG's: open it over the CT
+    for _ in range(30):
+        page.wait_for_timeout(1000)
+        if page.get_by_role("button", name="Yes").count():
+            page.get_by_role("button", name="Yes").first.click()
+            break
+    page.locator('[data-cy="panelSegmentation-btn"]').click()
+    page.get_by_text(re.compile(r"COVID-19 lesion \d+\.\d mL")).first.wait_for()  # the segment, with its volume
+    page.mouse.move(700, 450)
+    for _ in range(11):  # to slice 12 of 24, through the lesions
+        page.mouse.wheel(0, 100)
+        page.wait_for_timeout(150)
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(OUT / "stored_results.png"))
     page.close()
+
+
+def test_a_correction_drawn_in_ohif_reaches_the_pacs_and_ohif_shows_it_back(site, browser):
+    """OHIF's segmentation mode: a brush stroke on one slice, *Export DICOM SEG* named "covid". The server takes it
+    (``lib.viewer_seg``) as the series' final label with that class and stores its own correction SEG under the
+    viewer SEG's UIDs, which OHIF then loads back from the PACS (before ``lib.ohif_fixes`` the export failed in
+    OHIF itself; before the UIDs were kept OHIF waited forever for its SEG)."""
+    orthanc, server, series = site
+    files = series["sample (uncompressed)"]
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    page = browser.new_page()
+    sent, failed = [], []
+    page.on("request", lambda r: sent.append(r.post_data_buffer) if r.method == "POST" and "/proxy/" in r.url
+            else None)
+    page.on("response", lambda r: failed.append((r.status, r.url)) if "/proxy/" in r.url and r.status >= 400
+            else None)
+    page.goto(f"{server.url}/ohif/segmentation?StudyInstanceUIDs={first.StudyInstanceUID}")
+    page.get_by_text("Confirm and Hide").click()
+    page.get_by_text("Add Segmentation").click()
+    page.locator('[data-cy="Brush"]').click()
+    page.mouse.move(700, 450)
+    for _ in range(11):  # to slice 12 of 24, through the lungs
+        page.mouse.wheel(0, 100)
+        page.wait_for_timeout(150)
+    page.mouse.move(520, 400)
+    page.mouse.down()
+    for k in range(30):
+        page.mouse.move(520 + 4 * k, 400 + 3 * k)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(OUT / "correction_drawn.png"))
+    name = page.get_by_text("Segmentation 1").first.bounding_box()
+    page.mouse.click(name["x"] - 25, name["y"] + name["height"] / 2)  # the menu button left of the segmentation
+    page.get_by_text("Export & Download").click()
+    page.get_by_text("Export DICOM SEG").click()
+    page.get_by_text("Enter the report name").locator("xpath=following::input[1]").fill("covid")
+    page.get_by_role("button", name="Save").click()
+    for _ in range(60):
+        page.wait_for_timeout(1000)
+        if page.get_by_role("button", name="Yes").count():  # "open this Segmentation?": it came back
+            page.get_by_role("button", name="Yes").first.click()
+            break
+    page.wait_for_timeout(3000)
+    page.mouse.move(700, 450)
+    for _ in range(11):  # OHIF shows the loaded SEG from slice 1: back to the slice drawn on
+        page.mouse.wheel(0, 100)
+        page.wait_for_timeout(150)
+    page.wait_for_timeout(1500)
+    shown = rgb(page.screenshot(path=str(OUT / "correction_exported.png"))).astype(int)
+    page.close()
+    red = (shown[..., 0] - shown[..., 2] > 60)[60:880, 290:1110]  # the stored SEG's lesion red over the CT
+    assert red.sum() > 2000, red.sum()
+    assert len(sent) == 1 and not failed, failed[:5]
+    body = sent[0]
+    viewer_seg = pydicom.dcmread(io.BytesIO(body[body.index(b"\r\n\r\n") + 4:body.rindex(b"\r\n--")]))
+    info = requests.get(f"{server.url}/datastore/label/info", timeout=60,
+                        params={"label": str(first.SeriesInstanceUID), "tag": "final"}).json()
+    assert info["source"] == "ohif" and info["classification"] == "covid" and info["class_assumed"] is False
+    assert info["seg_instance"] == viewer_seg.SOPInstanceUID
+    stored = [pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{i['ID']}/file").content))
+              for i in orthanc.get("/instances", params={"expand": ""}).json()
+              if i["MainDicomTags"].get("SOPInstanceUID") == viewer_seg.SOPInstanceUID]
+    assert len(stored) == 1 and stored[0].SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    mask = read_dicom_seg(stored[0], read_image(SAMPLE_SERIES))
+    painted = np.flatnonzero(mask.any(axis=(1, 2)))
+    assert len(painted) == 1 and mask.sum() > 200, (painted, mask.sum())  # one slice, a stroke's worth of voxels

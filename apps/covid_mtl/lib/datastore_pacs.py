@@ -28,7 +28,7 @@ import pathlib
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from filelock import FileLock, Timeout
 from lib.datastore import ValidatingDatastore, check_id, read_checked
@@ -40,6 +40,7 @@ from lib.settings import AppSettings
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.io import write_mask, write_volume
 from covid_mtl.measure.dicom_seg import read_dicom_seg, seg_classification, write_dicom_seg
+from covid_mtl.measure import dicom_titles as titles
 from covid_mtl.measure.dicom_sr import write_dicom_sr
 from monailabel.interfaces.datastore import DefaultLabelTag
 
@@ -247,7 +248,9 @@ class PacsDatastore(ValidatingDatastore):
         label = self.check_label(image_id, label_filename, label_tag, label_info)
         label_info = dict(label_info or {})
         if label_tag == FINAL:
-            label_info.update(self._store_correction(image_id, label, label_info.get("classification")))
+            viewer_uids = (label_info.get("viewer_seg_series"), label_info.get("viewer_seg_instance"))
+            label_info.update(self._store_correction(image_id, label, label_info.get("classification"),
+                                                     viewer_uids if all(viewer_uids) else None))
         return self.write_label(image_id, label_filename, label_tag, label_info)
 
     def final_label_info(self, image_id: str) -> Dict[str, Any]:
@@ -257,12 +260,21 @@ class PacsDatastore(ValidatingDatastore):
         obj = self.model.objects.get(image_id)
         return dict(obj.labels[FINAL].info) if obj is not None and FINAL in obj.labels else {}
 
-    def _store_correction(self, image_id: str, label, classification: Optional[str]) -> Dict[str, str]:
+    def _store_correction(self, image_id: str, label, classification: Optional[str],
+                          viewer_uids: Optional[Tuple[str, str]] = None) -> Dict[str, str]:
+        """``viewer_uids``: the (series, instance) UIDs of the viewer's SEG this correction came from. The stored SEG
+        takes them when they are valid and new to the PACS: OHIF, having sent its SEG, loads it back by those UIDs
+        (its own copy never reaches the PACS, so with new UIDs OHIF would wait for it forever)."""
+        from pydicom.uid import UID
+
         source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")
+        reuse = (viewer_uids is not None and all(UID(u).is_valid for u in viewer_uids)
+                 and not self.client.holds(*viewer_uids))
         with tempfile.TemporaryDirectory(prefix="covid-mtl-seg-") as tmp:
             path = write_dicom_seg(label.array != 0, source, os.path.join(tmp, "seg.dcm"),
                                    model_version="radiologist correction", classification=classification,
-                                   corrected=True, series_description="COVID-19 lesion correction (covid-mtl)")
+                                   corrected=True, series_description="COVID-19 lesion correction (covid-mtl)",
+                                   uids=viewer_uids if reuse else None)
             import pydicom
 
             seg = pydicom.dcmread(path)
@@ -279,9 +291,12 @@ class PacsDatastore(ValidatingDatastore):
         source = read_checked(self.dicom_folder(image_id), f"PACS series {image_id}")  # fetched by the infer
         with tempfile.TemporaryDirectory(prefix="covid-mtl-result-") as tmp:
             seg = pydicom.dcmread(write_dicom_seg(mask, source, os.path.join(tmp, "seg.dcm"),
-                                                  model_version=model_version))
+                                                  model_version=model_version,
+                                                  series_description=titles.seg_series_description(result),
+                                                  segment_label=titles.segment_label(result)))
             sr = pydicom.dcmread(write_dicom_sr(result, source, seg, os.path.join(tmp, "sr.dcm"),
-                                                model_version=model_version))
+                                                model_version=model_version,
+                                                series_description=titles.sr_series_description(result)))
             self.client.store(seg, f"storing the result of series {image_id} as DICOM SEG")
             self.client.store(sr, f"storing the measures of series {image_id} as DICOM SR")
         logger.info(f"PACS: result of {image_id} stored as SEG {seg.SOPInstanceUID} and SR {sr.SOPInstanceUID}")

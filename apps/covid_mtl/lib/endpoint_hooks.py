@@ -13,7 +13,7 @@ name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every la
   it; MONAI Label's 404 there read as an error on every poll); without ``check_if_running`` a server that never
   trained still answers 404, as the Slicer module expects;
 - the bundled OHIF gets this app's configuration (``apps/covid_mtl/ohif/app-config.js``: no DICOM upload, no
-  reject), not MONAI Label's.
+  reject), not MONAI Label's, and its Export DICOM SEG fixed (``lib.ohif_fixes``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import os
 from http import HTTPStatus
 from typing import Any, Callable, Optional
 
-from lib import dicomweb_proxy
+from lib import dicomweb_proxy, ohif_fixes
 from lib.datastore import REPLACE_KEY, base_name, id_from_filename
 from lib.errors import BadRequest
 from lib.http_errors import classify, is_server_fault, to_http
@@ -144,6 +144,11 @@ def _ohif_hook(original: Callable) -> Callable:
             from fastapi.responses import FileResponse
 
             return FileResponse(OHIF_CONFIG, media_type="application/javascript")
+        patched = ohif_fixes.fixed(path)
+        if patched is not None:
+            from fastapi.responses import Response
+
+            return Response(patched, media_type="application/javascript")
         return original(path)
     return get_ohif
 

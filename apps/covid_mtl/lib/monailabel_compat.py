@@ -79,6 +79,13 @@ def server_fastapi_app():
     return getattr(module, "app", None)
 
 
+def ohif_folder() -> str:
+    """Where MONAI Label keeps the OHIF build it serves at ``/ohif/``."""
+    import monailabel.endpoints.ohif as ohif
+
+    return os.path.join(os.path.dirname(os.path.realpath(ohif.__file__)), "static", "ohif")
+
+
 def app_instance():
     from monailabel.interfaces.utils.app import app_instance as instance
 

@@ -112,6 +112,11 @@ class PacsClient:
             params["includefield"] = ",".join(fields)
         return [Dataset.from_json(item) for item in self._json("/series", "the series search", params)]
 
+    def holds(self, series_uid: str, instance_uid: str) -> bool:
+        """Whether the PACS holds a series or an instance with one of these UIDs."""
+        return bool(self._json("/series", "the series search", {"SeriesInstanceUID": series_uid})
+                    or self._json("/instances", "the instance search", {"SOPInstanceUID": instance_uid}))
+
     # ----- WADO-RS -------------------------------------------------------------------------------------------------
     def series_metadata(self, study_uid: str, series_uid: str) -> list:
         from pydicom import Dataset

@@ -15,7 +15,9 @@ only that one, is taken here instead of being refused. The SEG itself never reac
    frame size, frame positions; 422);
 5. its mask becomes the series' ``final`` label through the datastore's ``save_label``, the same path as
    ``PUT /datastore/label``: grid, 0/1 values, class and size checked again, then the server's own PACS client
-   stores a new correction SEG (highdicom, SEMIAUTOMATIC, with the class) under the study, which training reads;
+   stores a new correction SEG (highdicom, SEMIAUTOMATIC, with the class) under the study, which training reads.
+   It takes the viewer SEG's series and instance UIDs when the PACS holds neither: OHIF, once its export is
+   answered, loads the SEG it sent back from the PACS by those UIDs and shows it;
 6. the same viewer SEG sent again (a double click, a retry) is refused (409): it would be the same correction twice.
 
 The class: OHIF cannot attach one. The name typed in OHIF's *Create Report* dialog is the SEG's Series Description;
@@ -168,7 +170,7 @@ def save_correction(datastore, seg) -> Dict[str, Any]:
     image = read_checked(image_path, f"image {series}")
     label_class, assumed = classification(seg)
     info = {"classification": label_class, "class_assumed": assumed, "source": SOURCE,
-            "viewer_seg_instance": instance}
+            "viewer_seg_instance": instance, "viewer_seg_series": _uid(seg.get("SeriesInstanceUID"))}
     with tempfile.TemporaryDirectory(prefix="covid-mtl-viewer-seg-") as tmp:
         path = str(write_mask(mask, image, os.path.join(tmp, series + ".nii.gz")))
         label_id = datastore.save_label(series, path, FINAL, info)

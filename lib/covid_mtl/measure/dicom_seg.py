@@ -96,6 +96,8 @@ def write_dicom_seg(
     series_number: int = DEFAULT_SERIES_NUMBER,
     classification: Optional[str] = None,
     corrected: bool = False,
+    segment_label: str = SEGMENT_LABEL,
+    uids: Optional[tuple[str, str]] = None,
 ) -> Path:
     """Write ``mask`` (z, y, x, nonzero = lesion) as a binary DICOM SEG referencing ``source``'s series.
 
@@ -103,7 +105,9 @@ def write_dicom_seg(
     order as ``mask``, and its (y, x) are the DICOM rows and columns. Empty slices are kept as frames so the
     SEG has one frame per source slice (viewers then never guess at missing frames).
     ``corrected``: the mask is a radiologist's correction (SEMIAUTOMATIC), ``classification`` the class they gave
-    (one of ``covid_mtl.image.LABELS``), written into the Content Description.
+    (one of ``covid_mtl.image.LABELS``), written into the Content Description. ``segment_label``: what viewers
+    name the segment (``covid_mtl.measure.dicom_titles`` adds the measures for a stored result). ``uids``:
+    (SeriesInstanceUID, SOPInstanceUID) to give the SEG instead of new ones.
     """
     import highdicom as hd
     from highdicom.seg import SegmentAlgorithmTypeValues, SegmentationTypeValues, SegmentDescription
@@ -141,22 +145,23 @@ def write_dicom_seg(
     )
     description = SegmentDescription(
         segment_number=1,
-        segment_label=SEGMENT_LABEL,
+        segment_label=segment_label,
         segmented_property_category=category,
         segmented_property_type=kind,
         algorithm_type=SegmentAlgorithmTypeValues.SEMIAUTOMATIC if corrected else SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         anatomic_regions=[region],
     )
+    description.RecommendedDisplayCIELabValue = _display_colour()
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets,
             pixel_array=(mask > 0).astype(np.uint8),
             segmentation_type=SegmentationTypeValues.BINARY,
             segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
+            series_instance_uid=uids[0] if uids else hd.UID(),
             series_number=int(series_number),
-            sop_instance_uid=hd.UID(),
+            sop_instance_uid=uids[1] if uids else hd.UID(),
             instance_number=1,
             manufacturer=MANUFACTURER,
             manufacturer_model_name=ALGORITHM_NAME,
@@ -172,6 +177,17 @@ def write_dicom_seg(
     out.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(str(out))
     return out
+
+
+def _display_colour() -> list[int]:
+    """The reports' lesion red as DICOM's scaled CIELab: viewers (OHIF, Slicer) show every covid-mtl SEG in the
+    same colour, and OHIF no longer warns on each load that the SEG has none."""
+    from skimage.color import rgb2lab
+
+    from .report_style import LESION_RGBA
+
+    lightness, a, b = rgb2lab(np.array([[LESION_RGBA[:3]]], float))[0, 0]
+    return [round(lightness * 65535 / 100), round((a + 128) * 65535 / 255), round((b + 128) * 65535 / 255)]
 
 
 def seg_classification(ds) -> Optional[str]:
@@ -207,16 +223,27 @@ def read_dicom_seg(ds, source: Image) -> np.ndarray:
                             f"instance(s) the series does not hold")
     try:
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        # OHIF's SEGs (dcmjs) do not state SpatialLocationsPreserved; each frame's position and orientation are
+        # checked against its source slice below instead, for every SEG.
         pixels = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=list(source.meta["sop_instance_uids"]),
             combine_segments=False,
             assert_missing_frames_are_empty=True,
+            ignore_spatial_locations=True,
         )
     except (ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise CovidMTLError(f"the SEG does not lie on series {series_uid}: {exc}") from exc
     mask = (pixels > 0).any(axis=-1).astype(np.uint8)
     _check_positions(ds, source)
     return mask
+
+
+def _orientation(frame, shared) -> Optional[np.ndarray]:
+    for group in (frame, shared):
+        planes = group.get("PlaneOrientationSequence") if group is not None else None
+        if planes:
+            return np.array(planes[0].ImageOrientationPatient, float)
+    return None
 
 
 def _check_positions(ds, source: Image) -> None:
@@ -226,17 +253,25 @@ def _check_positions(ds, source: Image) -> None:
 
     by_uid = {uid: path for uid, path in zip(source.meta["sop_instance_uids"], source.meta.get("files") or [])}
     spacing = min(source.spacing or (1.0, 1.0, 1.0))
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
     for frame in ds.get("PerFrameFunctionalGroupsSequence", []):
         try:
-            derivation = frame.DerivationImageSequence[0].SourceImageSequence[0]
-            uid = str(derivation.ReferencedSOPInstanceUID)
-            position = np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+            uid = str(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
         except (AttributeError, IndexError):
-            continue  # highdicom already matched the frame to its source instance
+            continue  # not tied to a source slice: highdicom's indexing by source instance left it out
         path = by_uid.get(uid)
         if path is None:
             continue
-        expected = np.array(pydicom.dcmread(str(path), stop_before_pixels=True).ImagePositionPatient, float)
+        try:
+            position = np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+        except (AttributeError, IndexError) as exc:
+            raise CovidMTLError(f"a SEG frame on source slice {uid} has no Image Position (Patient)") from exc
+        orientation = _orientation(frame, shared)
+        slice_ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        expected = np.array(slice_ds.ImagePositionPatient, float)
         if np.abs(position - expected).max() > 0.01 * spacing:
             raise CovidMTLError(f"a SEG frame lies at {position.round(2).tolist()}, its source slice at "
                                 f"{expected.round(2).tolist()}")
+        if orientation is None or np.abs(orientation - np.array(slice_ds.ImageOrientationPatient, float)).max() > 1e-3:
+            raise CovidMTLError(f"a SEG frame's orientation {None if orientation is None else orientation.tolist()} "
+                                f"is not its source slice's {list(map(float, slice_ds.ImageOrientationPatient))}")

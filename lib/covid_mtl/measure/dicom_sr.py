@@ -9,8 +9,10 @@ One volumetric measurement group for the segment "COVID-19 lesion" of the SEG, w
 - the call, as a qualitative evaluation (COVID-19, or the class called), which with P(COVID-19) and its cut-off
   is the class statement.
 Standard codes where they exist (SNOMED CT, DICOM, UCUM); the rest use this project's private scheme ``99COVIDMTL``.
-Viewers: OHIF lists the SR with the study and shows its measurements as text; Slicer reads it with the
-QuantitativeReporting extension.
+Viewers: Slicer reads it with the QuantitativeReporting extension. OHIF 3 (MONAI Label's) lists it with the study but
+reads only planar measurements from an SR: opening this one fails in OHIF's SR loader (a TypeError in its console),
+so the call and key measures are also in the series descriptions and the segment label
+(``covid_mtl.measure.dicom_titles``).
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def _measurement(name, value: float, unit: tuple[str, str], site=None):
 
 
 def write_dicom_sr(result: Mapping[str, Any], source: Image, seg, out_path: str | os.PathLike,
-                   model_version: str = "unknown", series_number: int = DEFAULT_SERIES_NUMBER) -> Path:
+                   model_version: str = "unknown", series_number: int = DEFAULT_SERIES_NUMBER,
+                   series_description: str = "COVID-19 analysis (covid-mtl)") -> Path:
     """Write the measurement report of ``result`` (an analysis result: ``quantification``, ``statement``,
     ``label``, ``probabilities``, ``decision``) for ``source`` (read from DICOM) and ``seg`` (its SEG dataset)."""
     import highdicom as hd
@@ -110,7 +113,7 @@ def write_dicom_sr(result: Mapping[str, Any], source: Image, seg, out_path: str 
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        series_description="COVID-19 analysis (covid-mtl)",
+        series_description=series_description,
         is_complete=True,
         is_final=False,
         is_verified=False,
