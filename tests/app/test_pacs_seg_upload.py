@@ -183,7 +183,8 @@ def test_a_seg_as_ohif_itself_wrote_it_is_taken_and_ohif_can_load_it_back(pacs, 
                         headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
                         timeout=TIMEOUT)
     assert back.status_code == 200, back.text[:300]
-    stored = pydicom.dcmread(io.BytesIO(back.content[back.content.index(b"\r\n\r\n") + 4:]), force=True)
+    (payload,) = app_module("lib.pacs_client").split_multipart(back.content, back.headers["content-type"])
+    stored = pydicom.dcmread(io.BytesIO(payload))
     assert stored.SOPInstanceUID == instance and stored.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
     np.testing.assert_array_equal(read_dicom_seg(stored, source), expected)
     assert final_info(pacs)["viewer_seg_instance"] == instance

@@ -26,9 +26,11 @@ from covid_mtl.measure.dicom_seg import read_dicom_seg
 
 from pacs.orthanc import dicom_files, running
 from tests.pacs_site import SAMPLE_SERIES, require_orthanc, server_env
-from tests.server import ROOT, free_port, running_server
+from tests.server import ROOT, app_module, free_port, running_server
 from tests.web.test_web_review import pytestmark  # noqa: F401 (skips without Chromium or Playwright)
 from tests.web.web_helpers import CHROMIUM, CHROMIUM_ARGS, rgb
+
+split_multipart = app_module("lib.pacs_client").split_multipart
 
 OUT = Path(os.environ.get("COVID_MTL_OHIF_TEST_OUT", ROOT / "out" / "ohif-test"))
 REAL = ROOT.parent / "shared" / "data" / "real_ct" / "full_chest"
@@ -92,6 +94,23 @@ def test_every_series_displays_with_no_failed_frame_and_the_pacs_stays_up(site, 
         assert (viewport.max(axis=2) > 120).mean() > 0.05, name  # the CT is drawn, not an empty viewport
         page.close()
     assert orthanc.process.poll() is None and orthanc.log().count("Orthanc has started") == starts
+
+
+def to_middle_slice(page) -> None:
+    """Scroll the viewport from slice 1 to slice 12 of the sample's 24, through the lungs and the lesions."""
+    page.mouse.move(700, 450)
+    for _ in range(11):
+        page.mouse.wheel(0, 100)
+        page.wait_for_timeout(150)
+
+
+def open_offered_seg(page, seconds: int) -> None:
+    """Answer *Yes* to OHIF's "Do you want to open this Segmentation?" once it asks (within ``seconds``)."""
+    for _ in range(seconds):
+        page.wait_for_timeout(1000)
+        if page.get_by_role("button", name="Yes").count():
+            page.get_by_role("button", name="Yes").first.click()
+            return
 
 
 def coloured(pixels: np.ndarray) -> np.ndarray:
@@ -158,17 +177,10 @@ def test_the_stored_seg_and_sr_show_the_call_and_the_measures(site, browser):
     page.get_by_text("Confirm and Hide").click()
     page.get_by_text("covid-mtl report: COVID-19, P").first.wait_for()  # the SR's series description
     page.get_by_text("covid-mtl AI: COVID-19, P").first.dblclick()  # the SEG's: open it over the CT
-    for _ in range(30):
-        page.wait_for_timeout(1000)
-        if page.get_by_role("button", name="Yes").count():
-            page.get_by_role("button", name="Yes").first.click()
-            break
+    open_offered_seg(page, 30)
     page.locator('[data-cy="panelSegmentation-btn"]').click()
     page.get_by_text(re.compile(r"COVID-19 lesion \d+\.\d mL")).first.wait_for()  # the segment, with its volume
-    page.mouse.move(700, 450)
-    for _ in range(11):  # to slice 12 of 24, through the lesions
-        page.mouse.wheel(0, 100)
-        page.wait_for_timeout(150)
+    to_middle_slice(page)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(OUT / "stored_results.png"))
     page.close()
@@ -184,18 +196,15 @@ def test_a_correction_drawn_in_ohif_reaches_the_pacs_and_ohif_shows_it_back(site
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     page = browser.new_page()
     sent, failed = [], []
-    page.on("request", lambda r: sent.append(r.post_data_buffer) if r.method == "POST" and "/proxy/" in r.url
-            else None)
+    page.on("request", lambda r: sent.append((r.post_data_buffer, r.headers["content-type"]))
+            if r.method == "POST" and "/proxy/" in r.url else None)
     page.on("response", lambda r: failed.append((r.status, r.url)) if "/proxy/" in r.url and r.status >= 400
             else None)
     page.goto(f"{server.url}/ohif/segmentation?StudyInstanceUIDs={first.StudyInstanceUID}")
     page.get_by_text("Confirm and Hide").click()
     page.get_by_text("Add Segmentation").click()
     page.locator('[data-cy="Brush"]').click()
-    page.mouse.move(700, 450)
-    for _ in range(11):  # to slice 12 of 24, through the lungs
-        page.mouse.wheel(0, 100)
-        page.wait_for_timeout(150)
+    to_middle_slice(page)
     page.mouse.move(520, 400)
     page.mouse.down()
     for k in range(30):
@@ -210,24 +219,17 @@ def test_a_correction_drawn_in_ohif_reaches_the_pacs_and_ohif_shows_it_back(site
     page.get_by_text("Export DICOM SEG").click()
     page.get_by_text("Enter the report name").locator("xpath=following::input[1]").fill("covid")
     page.get_by_role("button", name="Save").click()
-    for _ in range(60):
-        page.wait_for_timeout(1000)
-        if page.get_by_role("button", name="Yes").count():  # "open this Segmentation?": it came back
-            page.get_by_role("button", name="Yes").first.click()
-            break
+    open_offered_seg(page, 60)  # OHIF offers the SEG it stored: it came back from the PACS
     page.wait_for_timeout(3000)
-    page.mouse.move(700, 450)
-    for _ in range(11):  # OHIF shows the loaded SEG from slice 1: back to the slice drawn on
-        page.mouse.wheel(0, 100)
-        page.wait_for_timeout(150)
+    to_middle_slice(page)  # OHIF shows the loaded SEG from slice 1: back to the slice drawn on
     page.wait_for_timeout(1500)
     shown = rgb(page.screenshot(path=str(OUT / "correction_exported.png"))).astype(int)
     page.close()
     red = (shown[..., 0] - shown[..., 2] > 60)[60:880, 290:1110]  # the stored SEG's lesion red over the CT
     assert red.sum() > 2000, red.sum()
     assert len(sent) == 1 and not failed, failed[:5]
-    body = sent[0]
-    viewer_seg = pydicom.dcmread(io.BytesIO(body[body.index(b"\r\n\r\n") + 4:body.rindex(b"\r\n--")]))
+    (payload,) = split_multipart(*sent[0])
+    viewer_seg = pydicom.dcmread(io.BytesIO(payload))
     info = requests.get(f"{server.url}/datastore/label/info", timeout=60,
                         params={"label": str(first.SeriesInstanceUID), "tag": "final"}).json()
     assert info["source"] == "ohif" and info["classification"] == "covid" and info["class_assumed"] is False

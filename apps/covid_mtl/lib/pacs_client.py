@@ -38,25 +38,38 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _boundary(content_type: str) -> bytes:
-    found = re.search(r'boundary="?([^";]+)"?', content_type or "")
+BOUNDARY = re.compile(r'\bboundary\s*=\s*(?:"([^"]{1,200})"|([^";\s]{1,200}))', re.IGNORECASE)
+
+
+def multipart_parts(body: bytes, content_type: str) -> List[Tuple[Dict[str, str], bytes]]:
+    """(headers, payload) of each part of a ``multipart/related`` body, a PACS's reply or a viewer's upload (RFC 2046:
+    a delimiter starts a line; the CR LF before it belongs to the delimiter; dicomweb-client opens the body with CR LF,
+    which is allowed). ValueError without a boundary, without the closing delimiter (a cut-off body), or for a part
+    without a header end."""
+    found = BOUNDARY.search(content_type or "")
     if not found:
-        raise ValueError(f"multipart reply without a boundary ({content_type!r})")
-    return found.group(1).encode()
+        raise ValueError(f"multipart body without a boundary ({content_type!r})")
+    delimiter = b"--" + (found.group(1) or found.group(2)).encode("latin-1")
+    pieces = (b"\r\n" + body).split(b"\r\n" + delimiter)
+    if len(pieces) < 2 or not pieces[-1].startswith(b"--"):
+        raise ValueError("the multipart body has no closing delimiter")
+    result = []
+    for piece in pieces[1:-1]:
+        head, sep, payload = piece.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError("a multipart part has no header end")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = value.strip()
+        result.append((headers, payload))
+    return result
 
 
 def split_multipart(body: bytes, content_type: str) -> Iterator[bytes]:
     """The payloads of a ``multipart/related`` body, in order."""
-    delimiter = b"--" + _boundary(content_type)
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):  # the closing delimiter
-            break
-        head_end = chunk.find(b"\r\n\r\n")
-        if head_end < 0:
-            continue
-        payload = chunk[head_end + 4:]
-        if payload.endswith(b"\r\n"):
-            payload = payload[:-2]
+    for _, payload in multipart_parts(body, content_type):
         yield payload
 
 

@@ -12,7 +12,7 @@ only that one, is taken here instead of being refused. The SEG itself never reac
 3. it references exactly one series (422), a CT series this server serves from its PACS (404 unknown, 422 not CT),
    under the same study (422);
 4. it lies on that series, frame by frame (``covid_mtl.measure.dicom_seg.read_dicom_seg``: referenced instances,
-   frame size, frame positions; 422);
+   frame size, each frame's position and orientation; 422);
 5. its mask becomes the series' ``final`` label through the datastore's ``save_label``, the same path as
    ``PUT /datastore/label``: grid, 0/1 values, class and size checked again, then the server's own PACS client
    stores a new correction SEG (highdicom, SEMIAUTOMATIC, with the class) under the study, which training reads.
@@ -37,6 +37,7 @@ import tempfile
 from typing import Any, Dict, List, Tuple
 
 from lib.errors import AlreadyExists, AppError, BadRequest, NotFound, Refused, TooLarge, Unprocessable
+from lib.pacs_client import BOUNDARY, multipart_parts
 
 from covid_mtl.errors import CovidMTLError
 from covid_mtl.image import LABELS
@@ -53,7 +54,6 @@ WHAT_PASSES = (f"the only write is a viewer's correction: {STORE_METHOD} {STORE_
                f"(multipart/related; type=\"application/dicom\") on a CT series of this server's PACS")
 _MULTIPART_DICOM = re.compile(r'^\s*multipart/related\s*;(?=.*\btype\s*=\s*"?application/dicom"?\s*(?:;|$))',
                               re.IGNORECASE)
-_BOUNDARY = re.compile(r'\bboundary\s*=\s*(?:"([^"]{1,200})"|([^";\s]{1,200}))', re.IGNORECASE)
 
 
 def is_store(method: str, raw_path: str) -> bool:
@@ -66,7 +66,7 @@ def check_request(query: str, headers: Dict[str, str]) -> None:
     if query:
         raise BadRequest(f"{STORE_PATH} takes no query string; {WHAT_PASSES}")
     content_type = headers.get("content-type", "")
-    if not _MULTIPART_DICOM.match(content_type) or not _BOUNDARY.search(content_type):
+    if not _MULTIPART_DICOM.match(content_type) or not BOUNDARY.search(content_type):
         raise BadRequest(f"content type {content_type[:200]!r} is not multipart/related; type=\"application/dicom\" "
                          f"with a boundary; {WHAT_PASSES}")
     declared = headers.get("content-length", "")
@@ -75,27 +75,15 @@ def check_request(query: str, headers: Dict[str, str]) -> None:
 
 
 def parts(body: bytes, content_type: str) -> List[Tuple[Dict[str, str], bytes]]:
-    """(headers, payload) of each part of a ``multipart/related`` body (RFC 2046: a delimiter starts a line; the
-    CR LF before it belongs to the delimiter). dicomweb-client opens the body with CR LF, which is allowed."""
-    found = _BOUNDARY.search(content_type)
+    """(headers, payload) of each part of the upload (``lib.pacs_client.multipart_parts``); 400 when it is not
+    well-formed or holds no part."""
+    try:
+        found = multipart_parts(body, content_type)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
     if not found:
-        raise BadRequest("multipart body without a boundary")
-    delimiter = b"--" + (found.group(1) or found.group(2)).encode("latin-1")
-    pieces = (b"\r\n" + body).split(b"\r\n" + delimiter)
-    if len(pieces) < 3 or not pieces[-1].startswith(b"--"):
-        raise BadRequest("the multipart body has no part or no closing delimiter")
-    result = []
-    for piece in pieces[1:-1]:
-        head, sep, payload = piece.partition(b"\r\n\r\n")
-        if not sep:
-            raise BadRequest("a multipart part has no header end")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            name, colon, value = line.partition(":")
-            if colon:
-                headers[name.strip().lower()] = value.strip()
-        result.append((headers, payload))
-    return result
+        raise BadRequest("the multipart body has no part")
+    return found
 
 
 def single_instance(body: bytes, content_type: str):

@@ -17,7 +17,7 @@ quantify() dict whose numbers it puts in doubt. The checks never change a number
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -33,6 +33,11 @@ def warning(name: str, message: str, value: Any = None, limit: Any = None, affec
             ) -> dict[str, Any]:
     """One named warning (JSON-safe)."""
     return {"name": name, "message": message, "value": value, "limit": limit, "affects": list(affects or [])}
+
+
+def doubting(warnings: list[Mapping[str, Any]] | None, key: str) -> list[str]:
+    """The names of the warnings that put ``key``'s number in doubt (``key`` in their ``affects``)."""
+    return [str(w.get("name")) for w in warnings or [] if key in (w.get("affects") or [])]
 
 
 def coverage_check(labels: np.ndarray) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..nets.decision import NAMES
+from .checks import doubting
 from .dicom_seg import SEGMENT_LABEL
 
 MAX_LO = 64
@@ -40,11 +41,6 @@ def sr_series_description(result: Mapping[str, Any]) -> str:
     return _fit(f"covid-mtl report: {call_title(result)}")
 
 
-def _doubted(result: Mapping[str, Any], key: str) -> bool:
-    q = result.get("quantification") or {}
-    return any(key in (w.get("affects") or []) for w in [*(q.get("warnings") or []), *(result.get("warnings") or [])])
-
-
 def segment_label(result: Mapping[str, Any]) -> str:
     """``COVID-19 lesion 37.3 mL, 2.1 % of lungs``; ``- check report`` where a check doubts either number."""
     q = result.get("quantification") or {}
@@ -55,5 +51,6 @@ def segment_label(result: Mapping[str, Any]) -> str:
         parts.append(f"{q['percent_involved']:.1f} % of lungs")
     if not parts:
         return SEGMENT_LABEL
-    doubt = " - check report" if _doubted(result, "lesion_ml") or _doubted(result, "percent_involved") else ""
+    doubted = doubting(q.get("warnings"), "lesion_ml") + doubting(q.get("warnings"), "percent_involved")
+    doubt = " - check report" if doubted else ""
     return _fit(f"{SEGMENT_LABEL} {', '.join(parts)}{doubt}")

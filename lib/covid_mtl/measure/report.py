@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..image import Image
+from .checks import doubting
 from .report_coronal import coronal_view
 from .report_style import LESION_RGBA, LUNG_COLOUR, display_range
 
@@ -64,7 +65,7 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
 
 def _marks(measures: Mapping[str, Any], key: str) -> str:
     """`` <! name, ...>`` for the warnings that put ``key``'s number in doubt, next to that number."""
-    names = [str(w.get("name")) for w in measures.get("warnings") or [] if key in (w.get("affects") or [])]
+    names = doubting(measures.get("warnings"), key)
     return f"  <! {', '.join(names)}>" if names else ""
 
 
