@@ -236,6 +236,9 @@ def test_the_bundled_ohif_gets_the_apps_configuration_without_upload(site: Site)
     assert "dicomUploadEnabled: false" in reply.text and "dicomUploadEnabled: true" not in reply.text
     assert "supportsReject: false" in reply.text
     assert requests.get(f"{site.open_url}/ohif/", timeout=TIMEOUT).status_code == 200  # the viewer itself
+    for folder in ("/ohif/..", "/ohif/%2e%2e", "/ohif/.", "/ohif/assets"):  # before: 500 (a folder sent as a file)
+        sent = raw_request(site.open_url, "GET", folder)
+        assert sent.status == 200 and b"<!doctype html>" in sent.body[:100].lower(), (folder, sent.status)
 
 
 def test_start_up_says_when_anyone_can_read_the_pacs() -> None:

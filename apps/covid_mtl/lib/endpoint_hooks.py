@@ -13,7 +13,8 @@ name at hand (MONAI Label copies uploads to ``tmpXXXXXXXX<suffix>`` and every la
   it; MONAI Label's 404 there read as an error on every poll); without ``check_if_running`` a server that never
   trained still answers 404, as the Slicer module expects;
 - the bundled OHIF gets this app's configuration (``apps/covid_mtl/ohif/app-config.js``: no DICOM upload, no
-  reject), not MONAI Label's, and its Export DICOM SEG fixed (``lib.ohif_fixes``).
+  reject), not MONAI Label's, and its Export DICOM SEG fixed (``lib.ohif_fixes``); a path naming a folder gets the
+  viewer's page, not a 500.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from lib import dicomweb_proxy, ohif_fixes
 from lib.datastore import REPLACE_KEY, base_name, id_from_filename
 from lib.errors import BadRequest
 from lib.http_errors import classify, is_server_fault, to_http
-from lib.monailabel_compat import app_instance, replace_endpoint_functions
+from lib.monailabel_compat import app_instance, ohif_folder, replace_endpoint_functions
 from lib.params import parse_params, refuse_final_tag
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,10 @@ def _ohif_hook(original: Callable) -> Callable:
             from fastapi.responses import Response
 
             return Response(patched, media_type="application/javascript")
+        if os.path.isdir(os.path.join(ohif_folder(), path.replace("/", os.pathsep))):  # MONAI Label's own lookup
+            # A folder (".", "..", "assets") is not a file: MONAI Label answered 500 trying to send it. The viewer's
+            # page instead, as for any path it does not hold.
+            path = ""
         return original(path)
     return get_ohif
 
