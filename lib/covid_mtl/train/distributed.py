@@ -12,6 +12,7 @@ every share (:func:`gather_stats`), and when to stop, which is rank 0's call (:f
 """
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -104,6 +105,11 @@ def process_group(ranks: Ranks, device: str, timeout: timedelta = DEFAULT_TIMEOU
         # every process look now, or rank 0's first EarlyStopping would wait for peers that never join in
         idist.sync()
         yield
+        # Leave together, after the group's last users are gone: DDP's reducer holds the group and lives on in the
+        # trainer's reference cycles; left to the interpreter's exit, gloo's threads outlive it and the process
+        # aborts ("terminate called without an active exception": 2 runs in 10 on 2 busy cores, measured).
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
